@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// Runs every compiled test file (dist/test/**/*.test.js) with node's built-in test runner.
+// Node 20's runner does not expand globs itself, so the files are listed here.
+// Usage: npm test [-- filter]   (a filter keeps the files whose path contains it)
+import { readdirSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+const root = path.resolve(import.meta.dirname, '..', 'dist', 'test');
+const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const flags = process.argv.slice(2).filter((a) => a.startsWith('-'));
+
+function collect(dir) {
+  return readdirSync(dir).flatMap((name) => {
+    const file = path.join(dir, name);
+    if (statSync(file).isDirectory()) return name === 'reliability' ? [] : collect(file);
+    return name.endsWith('.test.js') ? [file] : [];
+  });
+}
+
+const files = collect(root)
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
+  .sort();
+if (files.length === 0) {
+  console.error('no test files found under dist/test (did the build run?)');
+  process.exit(1);
+}
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...flags, ...files], {
+  stdio: 'inherit',
+});
+process.exit(result.status ?? 1);

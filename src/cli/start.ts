@@ -1,0 +1,60 @@
+// `smarthost start`: load the config, run the relay, and handle the signals a service
+// manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config).
+import { ConfigError, loadConfig, type Config } from '../config/load.js';
+import { createLogger } from '../log.js';
+import { Relay } from '../relay.js';
+
+export async function startCommand(options: { config?: string }): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(options.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`smarthost: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const log = createLogger(config.log);
+  const relay = new Relay({ config, log });
+  try {
+    await relay.start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const hint =
+      e.code === 'EADDRINUSE'
+        ? ' (is another smarthost or mail server running on that port?)'
+        : e.code === 'EACCES'
+          ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+          : '';
+    log.error(`could not start: ${e.message}${hint}`, { event: 'start_failed' });
+    await new Promise((r) => setTimeout(r, 50));
+    process.exit(1);
+  }
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`received ${signal}`, { event: 'signal', signal });
+    relay.stop().then(
+      () => setTimeout(() => process.exit(0), 20),
+      (err: Error) => {
+        log.error('error while stopping', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      relay.applyConfig(loadConfig(config.file));
+      log.info('config reloaded', { event: 'reloaded' });
+    } catch (err) {
+      log.error(`config reload refused, the old config keeps running: ${(err as Error).message}`, {
+        event: 'reload_failed',
+      });
+    }
+  });
+}

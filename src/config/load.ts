@@ -1,0 +1,202 @@
+// Loading the config: find the file, parse the YAML, apply environment overrides, validate,
+// and normalise into the Config the program uses. Errors are ConfigError with one line per
+// problem naming the key, the value found and what is allowed.
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import {
+  configSchema,
+  type RawConfig,
+  type UpstreamConfig,
+  type AllowlistEntry,
+  type UserEntry,
+  type Policy,
+  type ListenerConfig,
+} from './schema.js';
+
+export type { Policy, ListenerConfig, AllowlistEntry, UserEntry, Rate, SendersPolicy } from './schema.js';
+
+export interface Upstream extends Omit<UpstreamConfig, 'passFile' | 'name'> {
+  /** A name for logs and metrics: the configured name, else host:port. */
+  name: string;
+}
+
+export interface Config extends Omit<RawConfig, 'upstream' | 'upstreams' | 'hostname' | 'control'> {
+  hostname: string;
+  /** Empty in capture mode. */
+  upstreams: Upstream[];
+  control: { socket: string };
+  /** Where the config came from: a file path, or "built-in defaults". */
+  source: string;
+  /** The file, when there is one (edits and reloads use it). */
+  file?: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`invalid config (${source}):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** `--config FILE`, else $SMARTHOST_CONFIG, else ./smarthost.yml when it exists, else none. */
+export function findConfigFile(explicit?: string, env = process.env): string | undefined {
+  if (explicit) return path.resolve(explicit);
+  if (env.SMARTHOST_CONFIG) return path.resolve(env.SMARTHOST_CONFIG);
+  const local = path.resolve('smarthost.yml');
+  return existsSync(local) ? local : undefined;
+}
+
+export function loadConfig(explicit?: string, env = process.env): Config {
+  const file = findConfigFile(explicit, env);
+  if (!file) return parseConfig({}, { env, baseDir: process.cwd(), source: 'built-in defaults' });
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read the file: ${(err as Error).message}`]);
+  }
+  return parseConfigText(text, file, env);
+}
+
+export function parseConfigText(text: string, file: string, env = process.env): Config {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true }) ?? {};
+  } catch (err) {
+    throw new ConfigError(file, [`not valid YAML: ${(err as Error).message.split('\n')[0]}`]);
+  }
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(file, ['the file must hold a YAML mapping of keys (hostname:, listen:, …)']);
+  }
+  return parseConfig(raw as Record<string, unknown>, {
+    env,
+    baseDir: path.dirname(file),
+    source: file,
+    file,
+  });
+}
+
+interface ParseOptions {
+  env: NodeJS.ProcessEnv;
+  /** Relative paths in the file are taken relative to this folder. */
+  baseDir: string;
+  source: string;
+  file?: string;
+}
+
+export function parseConfig(input: Record<string, unknown>, options: ParseOptions): Config {
+  const raw = applyEnvOverrides(structuredClone(input), options.env);
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(options.source, describeIssues(result.error.issues, raw));
+  return normalise(result.data, options);
+}
+
+/** Environment variables win over the file, so containers can inject secrets. */
+function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const up: Record<string, unknown> = { ...((raw.upstream as Record<string, unknown> | undefined) ?? {}) };
+  const overrides: [string, string, (v: string) => unknown][] = [
+    ['SMARTHOST_UPSTREAM_HOST', 'host', String],
+    ['SMARTHOST_UPSTREAM_PORT', 'port', (v) => (/^\d+$/.test(v) ? Number(v) : v)],
+    ['SMARTHOST_UPSTREAM_USER', 'user', String],
+    ['SMARTHOST_UPSTREAM_PASS', 'pass', String],
+    ['SMARTHOST_UPSTREAM_PASS_FILE', 'passFile', String],
+    ['SMARTHOST_UPSTREAM_TLS', 'tls', String],
+  ];
+  let touched = false;
+  for (const [name, key, convert] of overrides) {
+    const value = env[name];
+    if (value !== undefined && value !== '') {
+      up[key] = convert(value);
+      touched = true;
+    }
+  }
+  if (touched) raw.upstream = up;
+  if (env.SMARTHOST_SPOOL_DIR) raw.spool = { ...((raw.spool as object) ?? {}), dir: env.SMARTHOST_SPOOL_DIR };
+  if (env.SMARTHOST_LOG_LEVEL) raw.log = { ...((raw.log as object) ?? {}), level: env.SMARTHOST_LOG_LEVEL };
+  return raw;
+}
+
+function describeIssues(issues: z.core.$ZodIssue[], raw: unknown): string[] {
+  return issues.map((issue) => {
+    const key = issue.path.length ? issue.path.join('.') : '(top level)';
+    if (issue.code === 'unrecognized_keys') {
+      const where = issue.path.length ? `${key}: ` : '';
+      return `${where}unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; see deploy/smarthost.example.yml)`;
+    }
+    const value = valueAt(raw, issue.path);
+    const shown = value === undefined ? 'nothing' : JSON.stringify(value);
+    return `${key}: got ${shown}: ${issue.message}`;
+  });
+}
+
+function valueAt(raw: unknown, keys: PropertyKey[]): unknown {
+  let node = raw;
+  for (const key of keys) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+function normalise(data: RawConfig, options: ParseOptions): Config {
+  const resolvePath = (p: string) => path.resolve(options.baseDir, p);
+  const problems: string[] = [];
+  const upstreamList = data.upstreams ?? (data.upstream ? [data.upstream] : []);
+  const upstreams: Upstream[] = upstreamList.map((u, index) => {
+    const { passFile, name, ...rest } = u;
+    let pass = rest.pass;
+    if (passFile) {
+      try {
+        pass = readFileSync(resolvePath(passFile), 'utf8').trim();
+      } catch (err) {
+        const key = data.upstreams ? `upstreams.${index}.passFile` : 'upstream.passFile';
+        problems.push(
+          `${key}: cannot read ${JSON.stringify(passFile)}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+        );
+      }
+    }
+    if (rest.user && pass === undefined) {
+      const key = data.upstreams ? `upstreams.${index}` : 'upstream';
+      problems.push(`${key}: user is set but neither pass nor passFile (or SMARTHOST_UPSTREAM_PASS[_FILE])`);
+    }
+    return {
+      ...rest,
+      pass,
+      ca: rest.ca ? resolvePath(rest.ca) : undefined,
+      name: name ?? `${rest.host}:${rest.port}`,
+    };
+  });
+  if (problems.length) throw new ConfigError(options.source, problems);
+  const spoolDir = resolvePath(data.spool.dir);
+  const { upstream: _u, upstreams: _us, ...rest } = data;
+  return {
+    ...rest,
+    hostname: data.hostname ?? osHostname(),
+    upstreams,
+    spool: { dir: spoolDir },
+    tls: data.tls ? { cert: resolvePath(data.tls.cert), key: resolvePath(data.tls.key) } : undefined,
+    control: {
+      socket: data.control.socket ? resolvePath(data.control.socket) : path.join(spoolDir, 'control.sock'),
+    },
+    source: options.source,
+    file: options.file,
+  };
+}
+
+/** The effective policy for a source: its own keys over `defaults:` over the top-level `senders:`. */
+export function effectivePolicy(config: Config, entry: Policy): Policy {
+  const merged: Policy = { ...config.defaults };
+  for (const [key, value] of Object.entries(entry)) {
+    if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
+  }
+  merged.senders ??= config.senders;
+  return merged;
+}
+
+export type { AllowlistEntry as AllowlistEntryType, UserEntry as UserEntryType, ListenerConfig as Listener };

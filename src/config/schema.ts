@@ -1,0 +1,216 @@
+// The config file's schema. Zod validates the YAML and turns the human-friendly units
+// into numbers, so the rest of the program only ever sees a typed, complete Config.
+// Objects are strict: a misspelt key is an error that names it, not a silent no-op.
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseDuration, parseRate, parseSize } from './units.js';
+
+const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ms = parseDuration(value);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'expected a duration such as 30s, 5m, 72h or 2d' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'expected a size such as 512KB, 25MB or a number of bytes' });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const rate = z.string().transform((value, ctx) => {
+  const parsed = parseRate(value);
+  if (!parsed) {
+    ctx.addIssue({ code: 'custom', message: 'expected a rate such as 60/min, 1000/hour, 5000/day or 14/s' });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const port = z.number().int().min(1).max(65535);
+
+// Deliberately loose: the real check of an address happens in the SMTP layer; here we
+// only want to catch typos such as a missing @ or spaces.
+const email = z
+  .string()
+  .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'expected an email address such as scanner@corp.example');
+const domain = z
+  .string()
+  .regex(/^(?=.{1,253}$)[a-z0-9-]+(\.[a-z0-9-]+)*$/i, 'expected a domain name such as corp.example')
+  .transform((d) => d.toLowerCase());
+
+const sendersPolicy = z.strictObject({
+  /** Domains verified at the ESP: senders in them are left as they are. */
+  domains: z.array(domain).default([]),
+  /** The address used for senders outside `domains`. */
+  default: email.optional(),
+});
+
+/** What a source (an allowlist entry or a user) may do; `defaults:` sets it for all. */
+const policyFields = {
+  sender: email.optional(),
+  senders: sendersPolicy.optional(),
+  rateLimit: rate.optional(),
+  recipientRateLimit: rate.optional(),
+  allowedRecipientDomains: z.array(domain).optional(),
+  allowedSenders: z.array(z.string().min(1)).optional(),
+  maxMessageSize: size.optional(),
+  maxRecipients: z.number().int().min(1).optional(),
+  allowInsecureAuth: z.boolean().optional(),
+};
+
+const policy = z.strictObject(policyFields);
+
+const cidr = z.string().refine((value) => {
+  const [address, bits, ...rest] = value.split('/');
+  if (rest.length || !address) return false;
+  const family = isIP(address);
+  if (!family) return false;
+  if (bits === undefined) return true;
+  if (!/^\d+$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
+}, 'expected an IP address or CIDR range such as 10.20.30.0/24 or fd00::/64');
+
+const sourceName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, ".", "_" or "-"');
+
+const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields });
+
+const userEntry = z.strictObject({
+  name: sourceName,
+  password: z
+    .string()
+    .regex(/^scrypt\$/, 'expected an scrypt hash made by `smarthost user add` (never a plain password)'),
+  ...policyFields,
+});
+
+const listener = z.strictObject({
+  host: z.string().default('127.0.0.1'),
+  port,
+  /** Port 587 style: nothing but EHLO/STARTTLS/QUIT before TLS. */
+  requireTls: z.boolean().default(false),
+  /** Port 465 style: TLS from the first byte. */
+  implicitTls: z.boolean().default(false),
+  /** Offer STARTTLS (some old devices break when they see it). */
+  starttls: z.boolean().default(true),
+  /** Read a PROXY protocol header (HAProxy, cloud load balancers) for the client's real address. */
+  proxyProtocol: z.boolean().default(false),
+  tls: z
+    .strictObject({
+      minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    })
+    .prefault({}),
+});
+
+const upstream = z.strictObject({
+  name: z.string().optional(),
+  host: z.string().min(1),
+  port: port.default(587),
+  tls: z.enum(['starttls', 'implicit', 'none']).default('starttls'),
+  user: z.string().optional(),
+  pass: z.string().optional(),
+  passFile: z.string().optional(),
+  ca: z.string().optional(),
+  /** Connections kept open to this upstream. */
+  maxConnections: z.number().int().min(1).max(100).default(5),
+  /** Sender domains routed to this upstream (empty: any). */
+  senderDomains: z.array(domain).default([]),
+  rateLimit: rate.optional(),
+  /** Connection and command timeouts. */
+  timeout: duration.prefault('60s'),
+});
+
+const levels = ['error', 'warn', 'info', 'debug'] as const;
+
+export const configSchema = z
+  .strictObject({
+    hostname: z.string().min(1).optional(),
+    listen: z
+      .array(listener)
+      .min(1)
+      .prefault([{ port: 2525 }]),
+    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+    upstream: upstream.optional(),
+    upstreams: z.array(upstream).optional(),
+    spool: z.strictObject({ dir: z.string().default('./data') }).prefault({}),
+    queue: z
+      .strictObject({
+        maxAge: duration.prefault('72h'),
+        retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '30m', '1h', '2h', '4h']),
+        /** Deliveries in flight at once, over all upstreams. */
+        concurrency: z.number().int().min(1).max(1000).default(20),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        maxMessageSize: size.prefault('25MB'),
+        maxRecipients: z.number().int().min(1).default(100),
+        maxConnections: z.number().int().min(1).default(1000),
+        maxConnectionsPerIp: z.number().int().min(1).default(50),
+        /** Failed AUTH attempts from one address, within authFailureWindow, before a cool-down. */
+        maxAuthFailures: z.number().int().min(1).default(5),
+        authFailureWindow: duration.prefault('10m'),
+        authLockout: duration.prefault('15m'),
+      })
+      .prefault({}),
+    bounces: z
+      .strictObject({
+        to: email.optional(),
+        /** Envelope sender of bounces; empty (<>) as RFC 3464 says, unless the ESP insists. */
+        from: z.union([email, z.literal('')]).default(''),
+      })
+      .prefault({}),
+    senders: sendersPolicy.optional(),
+    defaults: policy.prefault({}),
+    allowlist: z.array(allowlistEntry).prefault([
+      { cidr: '127.0.0.0/8', name: 'localhost' },
+      { cidr: '::1/128', name: 'localhost6' },
+    ]),
+    users: z.array(userEntry).default([]),
+    log: z
+      .strictObject({
+        level: z.enum(levels).default('info'),
+        format: z.enum(['auto', 'json', 'text']).default('auto'),
+        maskAddresses: z.boolean().default(false),
+      })
+      .prefault({}),
+    metrics: z.strictObject({ host: z.string().default('127.0.0.1'), port: port.default(9325) }).optional(),
+    control: z.strictObject({ socket: z.string().optional() }).prefault({}),
+    shutdown: z.strictObject({ grace: duration.prefault('30s') }).prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    if (config.upstream && config.upstreams) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upstreams'],
+        message: 'use either upstream or upstreams, not both',
+      });
+    }
+    const seen = new Set<string>();
+    for (const [index, entry] of [...config.allowlist, ...config.users].entries()) {
+      if (seen.has(entry.name)) {
+        const inUsers = index >= config.allowlist.length;
+        ctx.addIssue({
+          code: 'custom',
+          path: inUsers ? ['users', index - config.allowlist.length, 'name'] : ['allowlist', index, 'name'],
+          message: `the name "${entry.name}" is used twice; every source needs its own name`,
+        });
+      }
+      seen.add(entry.name);
+    }
+  });
+
+export type RawConfig = z.output<typeof configSchema>;
+export type Rate = NonNullable<RawConfig['defaults']['rateLimit']>;
+export type Policy = z.output<typeof policy>;
+export type SendersPolicy = z.output<typeof sendersPolicy>;
+export type AllowlistEntry = z.output<typeof allowlistEntry>;
+export type UserEntry = z.output<typeof userEntry>;
+export type ListenerConfig = z.output<typeof listener>;
+export type UpstreamConfig = z.output<typeof upstream>;

@@ -1,0 +1,21 @@
+// The courier hands a queued message to the next hop and says, per recipient, what happened.
+// Every outcome is classified: delivered, temporary (retry later) or permanent (bounce).
+import type { QueueEntry } from '../spool/entry.js';
+
+export type Outcome = 'delivered' | 'temporary' | 'permanent';
+
+export interface RecipientResult {
+  recipient: string;
+  outcome: Outcome;
+  /** The upstream's reply, or the error, in words. */
+  reply: string;
+  /** Which upstream (name) answered. */
+  upstream?: string;
+}
+
+export interface Courier {
+  /** A name for the start-up log: where mail goes. */
+  readonly description: string;
+  send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,92 @@
+// Who is sending: a client resolves to exactly one source, the user it logged in as, else
+// the most specific allowlist entry that contains its address. Unknown clients resolve to
+// nothing, and nothing is what may not send.
+import { isIPv4 } from 'node:net';
+import IPCIDR from 'ip-cidr';
+import { effectivePolicy, type Config, type Policy } from '../config/load.js';
+
+export interface Source {
+  name: string;
+  kind: 'allowlist' | 'user';
+  /** The allowlist range, for allowlist sources. */
+  cidr?: string;
+  /** Own keys over `defaults:` over top-level `senders:`. */
+  policy: Policy;
+}
+
+interface RangeSource extends Source {
+  range: IPCIDR;
+  family: 4 | 6;
+  prefix: number;
+}
+
+/** "::ffff:10.1.2.3" → "10.1.2.3": IPv4 clients on a dual-stack socket match IPv4 entries. */
+export function normaliseIp(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return mapped?.[1] ?? ip;
+}
+
+export class SourceResolver {
+  private readonly ranges: RangeSource[];
+  private readonly users = new Map<string, Source & { password: string }>();
+
+  constructor(config: Config) {
+    this.ranges = config.allowlist
+      .map((entry) => {
+        const [address = '', bits] = entry.cidr.split('/');
+        const family: 4 | 6 = isIPv4(address) ? 4 : 6;
+        const prefix = bits === undefined ? (family === 4 ? 32 : 128) : Number(bits);
+        const { cidr: _c, name: _n, ...own } = entry;
+        return {
+          name: entry.name,
+          kind: 'allowlist' as const,
+          cidr: entry.cidr,
+          policy: effectivePolicy(config, own),
+          range: new IPCIDR(`${address}/${prefix}`),
+          family,
+          prefix,
+        };
+      })
+      // Most specific first, so the first match is the one that counts.
+      .sort((a, b) => b.prefix - a.prefix);
+    for (const user of config.users) {
+      const { name, password, ...own } = user;
+      this.users.set(name, { name, kind: 'user', password, policy: effectivePolicy(config, own) });
+    }
+  }
+
+  byAddress(ip: string): Source | undefined {
+    const address = normaliseIp(ip);
+    const family = isIPv4(address) ? 4 : 6;
+    for (const entry of this.ranges) {
+      if (entry.family !== family) continue;
+      try {
+        if (entry.range.contains(address)) return strip(entry);
+      } catch {
+        // ip-cidr throws on forms it cannot parse (zone ids): such an address matches nothing.
+      }
+    }
+    return undefined;
+  }
+
+  /** The user and its stored hash, for AUTH. */
+  user(name: string): (Source & { password: string }) | undefined {
+    return this.users.get(name);
+  }
+
+  /** The source a session sends as: its user when logged in, else its address's entry. */
+  resolve(ip: string, user?: string): Source | undefined {
+    if (user) {
+      const found = this.users.get(user);
+      if (found) {
+        const { password: _p, ...source } = found;
+        return source;
+      }
+    }
+    return this.byAddress(ip);
+  }
+}
+
+function strip(entry: RangeSource): Source {
+  return { name: entry.name, kind: entry.kind, cidr: entry.cidr, policy: entry.policy };
+}

@@ -1,0 +1,245 @@
+// The scheduler: one ordered set of next-attempt times (not a sleeping task per message), a
+// global cap on deliveries in flight, retries on the configured schedule until queue.maxAge,
+// then a bounce. Only ids and times live in memory; each attempt reads the message's state
+// from the spool and writes it back, so a crash at any point loses nothing.
+import { EventEmitter } from 'node:events';
+import type { Config } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { Courier, RecipientResult } from '../delivery/courier.js';
+import type { Bouncer } from '../bounce/bouncer.js';
+import type { FailedRecipient } from '../bounce/dsn.js';
+import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
+import type { Spool } from '../spool/spool.js';
+import { retryDelay } from './backoff.js';
+import { TimerHeap } from './timer-heap.js';
+
+const MAX_TIMER = 2 ** 31 - 1;
+
+export interface AttemptEvent {
+  entry: QueueEntry;
+  results: RecipientResult[];
+  durationMs: number;
+}
+
+export interface QueueDeps {
+  spool: Spool;
+  courier: Courier;
+  bouncer: Bouncer;
+  log: Logger;
+  config: () => Config;
+  now?: () => number;
+}
+
+export class DeliveryQueue extends EventEmitter {
+  private readonly heap = new TimerHeap();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Ids an admin asked to retry now, whatever their next-attempt time. */
+  private readonly forced = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: QueueDeps) {
+    super();
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Resumes everything in the spool. Each is looked at once, at its own next-attempt time. */
+  async start(): Promise<number> {
+    const ids = await this.deps.spool.list();
+    // Due "now": the attempt reads the state and puts back those whose time has not come, so
+    // delivery starts at once even with a very large queue.
+    const now = this.now();
+    for (const id of ids) this.heap.schedule(id, now);
+    this.pump();
+    return ids.length;
+  }
+
+  get depth(): number {
+    return this.heap.size + this.inFlight.size;
+  }
+
+  get active(): number {
+    return this.inFlight.size;
+  }
+
+  enqueue(id: string, due = this.now()): void {
+    if (this.stopped) return;
+    this.heap.schedule(id, due);
+    this.pump();
+  }
+
+  /** Retry now (an admin's `queue retry`); with no ids, everything waiting. */
+  retryNow(ids?: string[]): number {
+    const targets = ids ?? [...this.heap.ids()];
+    for (const id of targets) {
+      this.forced.add(id);
+      this.heap.schedule(id, this.now());
+    }
+    this.pump();
+    return targets.length;
+  }
+
+  /** Forget an id (it was deleted from the spool by an admin). */
+  forget(id: string): void {
+    this.heap.delete(id);
+    this.forced.delete(id);
+  }
+
+  isInFlight(id: string): boolean {
+    return this.inFlight.has(id);
+  }
+
+  /** Stops starting deliveries and waits for those in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    const limit = this.deps.config().queue.concurrency;
+    while (this.inFlight.size < limit) {
+      const id = this.heap.popDue(this.now());
+      if (!id) break;
+      if (this.inFlight.has(id)) continue;
+      const run = this.attempt(id)
+        .catch((err: Error) => {
+          // The spool itself failed (disk error): try again later rather than lose track.
+          this.deps.log.error('delivery attempt failed', { id, event: 'attempt_error', error: err.message });
+          this.heap.schedule(id, this.now() + 60_000);
+        })
+        .finally(() => {
+          this.inFlight.delete(id);
+          this.pump();
+        });
+      this.inFlight.set(id, run);
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const due = this.heap.peekDue();
+    if (due === undefined || this.stopped) return;
+    const delay = Math.min(Math.max(due - this.now(), 0), MAX_TIMER);
+    this.timer = setTimeout(() => this.pump(), delay);
+  }
+
+  private async attempt(id: string): Promise<void> {
+    const { spool, courier, log } = this.deps;
+    const entry = await spool.read(id);
+    if (!entry) return; // delivered or deleted meanwhile
+    const started = this.now();
+    const forced = this.forced.delete(id);
+    if (!forced && entry.nextAttemptAt > started + 1000) {
+      this.heap.schedule(id, entry.nextAttemptAt);
+      return;
+    }
+    const pending = pendingRecipients(entry);
+    let results: RecipientResult[] = [];
+    if (pending.length) {
+      try {
+        results = await courier.send(entry, pending, spool.bodyPath(id));
+      } catch (err) {
+        const reply = `local error: ${(err as Error).message}`;
+        results = pending.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));
+      }
+    }
+    const now = this.now();
+    entry.attempts++;
+    const failedNow: FailedRecipient[] = [];
+    const deferred: RecipientResult[] = [];
+    for (const result of results) {
+      const state = entry.recipients.find((r) => r.address === result.recipient && r.status === 'pending');
+      if (!state) continue;
+      state.lastReply = result.reply;
+      if (result.outcome === 'delivered') {
+        state.status = 'delivered';
+        state.upstream = result.upstream;
+      } else if (result.outcome === 'permanent') {
+        state.status = 'failed';
+        failedNow.push({ address: result.recipient, reply: result.reply });
+      } else {
+        deferred.push(result);
+      }
+    }
+    const expired = deferred.length > 0 && now - entry.createdAt >= this.deps.config().queue.maxAge;
+    if (expired) {
+      for (const result of deferred) {
+        const state = entry.recipients.find((r) => r.address === result.recipient)!;
+        state.status = 'failed';
+        failedNow.push({ address: result.recipient, reply: result.reply, expired: true });
+      }
+    }
+    this.emit('attempt', { entry, results, durationMs: now - started } satisfies AttemptEvent);
+    this.logAttempt(entry, results, expired);
+
+    if (failedNow.length) {
+      const bounce = await this.deps.bouncer.bounce(entry, failedNow);
+      if (bounce) {
+        log.info('bounce queued', {
+          id: entry.id,
+          event: 'bounced',
+          bounceId: bounce.id,
+          to: bounce.recipients[0]?.address,
+          recipients: failedNow.length,
+        });
+        this.emit('bounced', entry, failedNow);
+        this.enqueue(bounce.id);
+      }
+    }
+
+    if (pendingRecipients(entry).length === 0) {
+      const failed = entry.recipients.filter((r) => r.status === 'failed');
+      if (failed.length) {
+        const reason = failed.map((r) => `${r.address}: ${r.lastReply ?? 'failed'}`).join('; ');
+        await spool.moveToFailed(
+          entry,
+          expired ? `expired after ${entry.attempts} attempts: ${reason}` : reason,
+        );
+      } else {
+        await spool.remove(id);
+      }
+      return;
+    }
+    entry.lastError = deferred[0]?.reply;
+    entry.nextAttemptAt = now + retryDelay(entry.attempts, this.deps.config().queue.retry);
+    await spool.update(entry);
+    this.heap.schedule(id, entry.nextAttemptAt);
+  }
+
+  private logAttempt(entry: QueueEntry, results: RecipientResult[], expired: boolean): void {
+    const { log } = this.deps;
+    for (const outcome of ['delivered', 'temporary', 'permanent'] as const) {
+      const group = results.filter((r) => r.outcome === outcome);
+      if (!group.length) continue;
+      const fields = {
+        id: entry.id,
+        event:
+          outcome === 'delivered'
+            ? 'delivered'
+            : outcome === 'temporary'
+              ? expired
+                ? 'expired'
+                : 'deferred'
+              : 'failed',
+        source: entry.source,
+        from: entry.from,
+        recipients: group.length,
+        size: entry.size,
+        attempts: entry.attempts,
+        upstream: group[0]?.upstream,
+        reply: group[0]?.reply,
+      };
+      if (outcome === 'delivered') log.info('delivered', fields);
+      else
+        log.warn(
+          outcome === 'temporary' ? (expired ? 'expired, giving up' : 'deferred') : 'refused by upstream',
+          fields,
+        );
+    }
+  }
+}

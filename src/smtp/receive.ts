@@ -1,0 +1,82 @@
+// DATA: the message streams from the client through the size guard, the line-ending
+// normaliser and the header rewriter straight into the spool. Nothing is held whole in memory.
+// Resolves to the queued entry once it is on disk; the caller answers 250 only then.
+import { once } from 'node:events';
+import { pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
+import type { Headers } from 'mailsplit';
+import type { Source } from '../policy/sources.js';
+import { HeaderRewriter } from '../rewrite/header-rewriter.js';
+import { addMissingHeaders, receivedHeader } from '../rewrite/hygiene.js';
+import { LineEndingNormaliser } from '../rewrite/line-endings.js';
+import type { QueueEntry } from '../spool/entry.js';
+import type { Spool } from '../spool/spool.js';
+import { SizeGuard } from './size-guard.js';
+import { SmtpError, smtpErrors } from './errors.js';
+
+export interface Transaction {
+  id: string;
+  source: Source;
+  /** The envelope sender as the client gave it. */
+  originalFrom: string;
+  /** The envelope sender that will leave (after any rewriting). */
+  from: string;
+  recipients: string[];
+  client: { address: string; helo?: string; user?: string; tls: boolean };
+  hostname: string;
+  sizeLimit: number;
+  /** Further header changes for this message (sender rewriting). */
+  editHeaders?: (headers: Headers) => void;
+}
+
+export async function receiveMessage(stream: Readable, tx: Transaction, spool: Spool): Promise<QueueEntry> {
+  const guard = new SizeGuard(tx.sizeLimit, () => smtpErrors.messageTooBig(tx.sizeLimit, tx.source.name));
+  const rewriter = new HeaderRewriter({
+    prepend: [
+      receivedHeader({
+        helo: tx.client.helo,
+        clientAddress: tx.client.address,
+        hostname: tx.hostname,
+        queueId: tx.id,
+        tls: tx.client.tls,
+        authenticated: Boolean(tx.client.user),
+        recipients: tx.recipients,
+      }),
+    ],
+    edit: (headers) => {
+      tx.editHeaders?.(headers);
+      addMissingHeaders(headers, tx.hostname, tx.id);
+    },
+  });
+  // pipe(), not pipeline(), from the client's stream: if the spool fails we must keep reading
+  // the client's data to its end so the SMTP conversation stays in step, not destroy it.
+  stream.pipe(guard);
+  const body = pipeline(guard, new LineEndingNormaliser(), rewriter, () => undefined);
+  const now = Date.now();
+  try {
+    return await spool.accept(body, {
+      id: tx.id,
+      from: tx.from,
+      originalFrom: tx.originalFrom,
+      recipients: tx.recipients.map((address) => ({ address, status: 'pending' })),
+      source: tx.source.name,
+      client: { address: tx.client.address, helo: tx.client.helo, user: tx.client.user },
+      createdAt: now,
+      attempts: 0,
+      nextAttemptAt: now,
+    });
+  } catch (err) {
+    await drain(stream, guard);
+    if (err instanceof SmtpError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw smtpErrors.diskFull();
+    throw Object.assign(smtpErrors.spoolFailed(), { cause: err });
+  }
+}
+
+async function drain(stream: Readable, guard: SizeGuard): Promise<void> {
+  if (stream.readableEnded) return;
+  stream.unpipe(guard);
+  stream.resume();
+  await once(stream, 'end').catch(() => undefined);
+}

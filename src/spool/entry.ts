@@ -1,0 +1,44 @@
+// The small, rewritable half of a queued message: its envelope and delivery state.
+// The body (<id>.eml) is written once and never touched again; a retry rewrites only this.
+import { randomBytes } from 'node:crypto';
+
+export type RecipientStatus = 'pending' | 'delivered' | 'failed';
+
+export interface RecipientState {
+  address: string;
+  status: RecipientStatus;
+  /** The last reply or error for this recipient. */
+  lastReply?: string;
+  /** Which upstream took it, once delivered. */
+  upstream?: string;
+}
+
+export interface QueueEntry {
+  id: string;
+  /** Envelope sender after rewriting; '' is the null sender <> (bounces). */
+  from: string;
+  /** The sender as the client gave it, before any rewriting. */
+  originalFrom: string;
+  recipients: RecipientState[];
+  /** The source (allowlist entry or user name) that sent it. */
+  source: string;
+  client: { address: string; helo?: string; user?: string };
+  size: number;
+  createdAt: number;
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  /** Set on delivery status notifications we generated, so a bounce never bounces to a sender. */
+  bounceOf?: string;
+}
+
+/** Queue ids sort by arrival time: 8 base-36 characters of milliseconds, then 10 random hex. */
+export function newQueueId(now = Date.now()): string {
+  return now.toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
+}
+
+export const QUEUE_ID_PATTERN = /^[0-9A-Z]{9}[0-9A-F]{10}$/;
+
+export function pendingRecipients(entry: QueueEntry): string[] {
+  return entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address);
+}
