@@ -1,6 +1,15 @@
 // The `smarthost` command line. Each subcommand lives in its own module.
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
+import { allowlistCommand } from './allowlist.js';
+import { checkConfigCommand } from './check-config.js';
+import { CliError, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from './output.js';
+import { queueCommand } from './queue.js';
+import { reloadCommand } from './reload.js';
+import { sendTestCommand } from './send-test.js';
+import { upstreamCommand } from './upstream.js';
+import { userCommand } from './user.js';
 import { startCommand } from './start.js';
+import { statsCommand } from './stats.js';
 
 const program = new Command();
 program
@@ -18,4 +27,45 @@ program
   .addHelpText('after', '\nExample:\n  smarthost start -c /etc/smarthost/smarthost.yml')
   .action(startCommand);
 
-await program.parseAsync(process.argv);
+program.addCommand(statsCommand());
+
+program.addCommand(checkConfigCommand());
+program.addCommand(allowlistCommand());
+program.addCommand(userCommand());
+program.addCommand(queueCommand());
+program.addCommand(upstreamCommand());
+program.addCommand(sendTestCommand());
+program.addCommand(reloadCommand());
+
+// Exit codes: 0 ok, 1 a refused action, 2 a usage error. Commander's own errors (unknown
+// option, missing argument…) are usage errors; commands added with addCommand do not inherit
+// settings, so every command in the tree gets the override.
+function throwCommanderErrors(command: Command): void {
+  command.exitOverride((err) => {
+    throw err;
+  });
+  if (command !== program)
+    command.showHelpAfterError(`(run "${commandPath(command)} --help" for usage and an example)`);
+  for (const sub of command.commands) throwCommanderErrors(sub);
+}
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+throwCommanderErrors(program);
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  } else if (err instanceof CliError) {
+    process.stderr.write(`smarthost: ${err.message}\n`);
+    process.exitCode = err.exitCode;
+  } else {
+    process.stderr.write(`smarthost: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = EXIT_REFUSED;
+  }
+}

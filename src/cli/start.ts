@@ -1,6 +1,7 @@
 // `smarthost start`: load the config, run the relay, and handle the signals a service
 // manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config).
 import { ConfigError, loadConfig, type Config } from '../config/load.js';
+import { ConfigReloader } from '../config/watch.js';
 import { createLogger } from '../log.js';
 import { Relay } from '../relay.js';
 
@@ -17,6 +18,9 @@ export async function startCommand(options: { config?: string }): Promise<void> 
   }
   const log = createLogger(config.log);
   const relay = new Relay({ config, log });
+  // Live reload: SIGHUP, `smarthost reload` (control socket) and changes to the file.
+  const reloader = new ConfigReloader(relay, log);
+  relay.control.registerHandler('reload', () => reloader.reload('smarthost reload'));
   try {
     await relay.start();
   } catch (err) {
@@ -32,10 +36,13 @@ export async function startCommand(options: { config?: string }): Promise<void> 
     process.exit(1);
   }
 
+  reloader.watch();
+
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    reloader.close();
     log.info(`received ${signal}`, { event: 'signal', signal });
     relay.stop().then(
       () => setTimeout(() => process.exit(0), 20),
@@ -47,14 +54,5 @@ export async function startCommand(options: { config?: string }): Promise<void> 
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGHUP', () => {
-    try {
-      relay.applyConfig(loadConfig(config.file));
-      log.info('config reloaded', { event: 'reloaded' });
-    } catch (err) {
-      log.error(`config reload refused, the old config keeps running: ${(err as Error).message}`, {
-        event: 'reload_failed',
-      });
-    }
-  });
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
 }

@@ -15,13 +15,18 @@ import {
   type Policy,
   type ListenerConfig,
 } from './schema.js';
+import { resolveOAuth2, type OAuth2Settings } from '../upstream/oauth-config.js';
 
 export type { Policy, ListenerConfig, AllowlistEntry, UserEntry, Rate, SendersPolicy } from './schema.js';
 
-export interface Upstream extends Omit<UpstreamConfig, 'passFile' | 'name'> {
+export interface Upstream extends Omit<UpstreamConfig, 'passFile' | 'name' | 'auth'> {
   /** A name for logs and metrics: the configured name, else host:port. */
   name: string;
+  /** OAuth2 (XOAUTH2) with its secrets read from their files. */
+  auth?: OAuth2Settings;
 }
+
+export type { OAuth2Settings };
 
 export interface Config extends Omit<RawConfig, 'upstream' | 'upstreams' | 'hostname' | 'control'> {
   hostname: string;
@@ -149,7 +154,7 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
   const problems: string[] = [];
   const upstreamList = data.upstreams ?? (data.upstream ? [data.upstream] : []);
   const upstreams: Upstream[] = upstreamList.map((u, index) => {
-    const { passFile, name, ...rest } = u;
+    const { passFile, name, auth: rawAuth, ...rest } = u;
     let pass = rest.pass;
     if (passFile) {
       try {
@@ -161,13 +166,23 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
         );
       }
     }
-    if (rest.user && pass === undefined) {
+    const auth = rawAuth
+      ? resolveOAuth2(
+          rawAuth,
+          rest.user,
+          data.upstreams ? `upstreams.${index}.auth` : 'upstream.auth',
+          resolvePath,
+          problems,
+        )
+      : undefined;
+    if (rest.user && pass === undefined && !rawAuth) {
       const key = data.upstreams ? `upstreams.${index}` : 'upstream';
       problems.push(`${key}: user is set but neither pass nor passFile (or SMARTHOST_UPSTREAM_PASS[_FILE])`);
     }
     return {
       ...rest,
       pass,
+      auth,
       ca: rest.ca ? resolvePath(rest.ca) : undefined,
       name: name ?? `${rest.host}:${rest.port}`,
     };

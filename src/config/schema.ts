@@ -108,23 +108,110 @@ const listener = z.strictObject({
     .prefault({}),
 });
 
-const upstream = z.strictObject({
-  name: z.string().optional(),
-  host: z.string().min(1),
-  port: port.default(587),
-  tls: z.enum(['starttls', 'implicit', 'none']).default('starttls'),
-  user: z.string().optional(),
-  pass: z.string().optional(),
-  passFile: z.string().optional(),
-  ca: z.string().optional(),
-  /** Connections kept open to this upstream. */
-  maxConnections: z.number().int().min(1).max(100).default(5),
-  /** Sender domains routed to this upstream (empty: any). */
-  senderDomains: z.array(domain).default([]),
-  rateLimit: rate.optional(),
-  /** Connection and command timeouts. */
-  timeout: duration.prefault('60s'),
-});
+/** An https URL, or http on loopback only (a token endpoint standing in for tests). */
+const tokenUrl = z.string().refine((value) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  if (url.protocol === 'https:') return true;
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  return url.protocol === 'http:' && (host === 'localhost' || host === '::1' || /^127\./.test(host));
+}, 'expected an https:// URL (http:// only on loopback)');
+
+/** XOAUTH2 to the upstream with tokens from Microsoft 365 or Google (see README, "Upstreams"). */
+const upstreamAuth = z
+  .strictObject({
+    type: z.literal('oauth2'),
+    provider: z.enum(['microsoft', 'google']),
+    /** The mailbox to send as; default the upstream's `user`. */
+    user: email.optional(),
+    /** Microsoft 365: the directory (tenant) id or domain. */
+    tenant: z.string().min(1).optional(),
+    clientId: z.string().min(1).optional(),
+    clientSecret: z.string().min(1).optional(),
+    clientSecretFile: z.string().min(1).optional(),
+    /** Google: an OAuth client's refresh token (with clientId and clientSecret). */
+    refreshToken: z.string().min(1).optional(),
+    refreshTokenFile: z.string().min(1).optional(),
+    /** Google: a service account key (JSON) with domain-wide delegation. */
+    serviceAccountFile: z.string().min(1).optional(),
+    /** Overrides the provider's token endpoint. */
+    tokenUrl: tokenUrl.optional(),
+    /** Overrides the provider's scope. */
+    scope: z.string().min(1).optional(),
+  })
+  .superRefine((auth, ctx) => {
+    const need = (key: string, message: string) => ctx.addIssue({ code: 'custom', path: [key], message });
+    if (auth.clientSecret && auth.clientSecretFile)
+      need('clientSecretFile', 'use either clientSecret or clientSecretFile, not both');
+    if (auth.refreshToken && auth.refreshTokenFile)
+      need('refreshTokenFile', 'use either refreshToken or refreshTokenFile, not both');
+    const secret = Boolean(auth.clientSecret || auth.clientSecretFile);
+    const refresh = Boolean(auth.refreshToken || auth.refreshTokenFile);
+    if (auth.provider === 'microsoft') {
+      if (!auth.tenant && !auth.tokenUrl)
+        need('tenant', 'Microsoft 365 needs the tenant (directory id or domain)');
+      if (!auth.clientId) need('clientId', 'Microsoft 365 needs the application (client) id');
+      if (!secret) need('clientSecret', 'Microsoft 365 needs clientSecret or clientSecretFile');
+      if (refresh || auth.serviceAccountFile)
+        need(
+          'provider',
+          'Microsoft 365 uses the client-credentials flow: refreshToken and serviceAccountFile are for Google',
+        );
+    } else if (auth.serviceAccountFile) {
+      if (refresh) need('refreshToken', 'use either serviceAccountFile or refreshToken, not both');
+    } else {
+      if (!refresh)
+        need(
+          'serviceAccountFile',
+          'Google needs serviceAccountFile, or clientId, clientSecret and refreshToken',
+        );
+      if (!auth.clientId) need('clientId', 'a Google refresh token needs the OAuth clientId');
+      if (!secret) need('clientSecret', 'a Google refresh token needs clientSecret or clientSecretFile');
+    }
+  });
+
+const upstream = z
+  .strictObject({
+    name: z.string().optional(),
+    host: z.string().min(1),
+    port: port.default(587),
+    tls: z.enum(['starttls', 'implicit', 'none']).default('starttls'),
+    user: z.string().optional(),
+    pass: z.string().optional(),
+    passFile: z.string().optional(),
+    ca: z.string().optional(),
+    /** Connections kept open to this upstream. */
+    maxConnections: z.number().int().min(1).max(100).default(5),
+    /** Sender domains routed to this upstream (empty: any). */
+    senderDomains: z.array(domain).default([]),
+    rateLimit: rate.optional(),
+    /** Connection and command timeouts. */
+    timeout: duration.prefault('60s'),
+    /** OAuth2 (XOAUTH2) instead of pass/passFile. */
+    auth: upstreamAuth.optional(),
+    /** How long a failing upstream is skipped: the first period, doubling up to max. */
+    backoff: z.strictObject({ initial: duration.prefault('30s'), max: duration.prefault('5m') }).prefault({}),
+  })
+  .superRefine((up, ctx) => {
+    if (up.auth && (up.pass !== undefined || up.passFile !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth'],
+        message: 'use either pass/passFile or auth (OAuth2), not both',
+      });
+    }
+    if (up.backoff.max < up.backoff.initial) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backoff', 'max'],
+        message: 'must not be shorter than backoff.initial',
+      });
+    }
+  });
 
 const levels = ['error', 'warn', 'info', 'debug'] as const;
 

@@ -9,7 +9,7 @@ export interface RecipientResult {
   outcome: Outcome;
   /** The upstream's reply, or the error, in words. */
   reply: string;
-  /** Which upstream (name) answered. */
+  /** Which upstream (name) answered, or was tried last; 'outbox' in capture mode. */
   upstream?: string;
 }
 
@@ -17,5 +17,14 @@ export interface Courier {
   /** A name for the start-up log: where mail goes. */
   readonly description: string;
   send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]>;
+  /** Background work once the relay runs (upstream checks). */
+  start?(): void;
+  /** The relay is shutting down: end sends that are only waiting (for the pace) quickly. */
+  stopping?(): void;
+  /**
+   * The largest message the next hop can take for this envelope sender (any sender when
+   * absent), undefined while unknown or unlimited.
+   */
+  sizeLimit?(sender?: string): number | undefined;
   close(): Promise<void>;
 }

@@ -1,15 +1,62 @@
 // Delivery to the ESP with nodemailer's pooled SMTP transport: STARTTLS required and the
-// certificate verified unless configured otherwise, AUTH, the stored envelope given
-// explicitly and the raw message streamed from the spool unchanged (never re-encoded).
+// certificate verified unless configured otherwise, AUTH (password or OAuth2 XOAUTH2), the
+// stored envelope given explicitly and the raw message streamed from the spool unchanged
+// (never re-encoded).
+//
+// Several upstreams are tried in order. A temporary failure moves the recipients it hit on to
+// the next upstream; a permanent one is final. An upstream that fails as a whole (connection,
+// TLS, AUTH, a 4xx to MAIL or DATA) is marked down for a back-off period (30 s doubling to
+// 5 min by default) and skipped while down, unless every candidate is down: then they are
+// tried in order anyway. Once the period is over the next message tries it again, and one
+// success brings it back. Each upstream is paced to its `rateLimit`, and a throttling reply
+// slows it down further for a while.
+//
+// Routing by sender domain: when an upstream lists the sender's domain in `senderDomains`,
+// only the upstreams listing it are candidates. Mail from such a domain never leaves through
+// another upstream, not even while its own are down: it waits in the queue for them (another
+// ESP account would send it with the wrong credentials, SPF and DKIM). Other mail goes through
+// the upstreams with no `senderDomains` (or, when there are none, through all of them).
+import { EventEmitter } from 'node:events';
 import { createReadStream, readFileSync } from 'node:fs';
 import nodemailer, { type Transporter } from 'nodemailer';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
 import type { Upstream } from '../config/load.js';
+import { formatDuration } from '../config/units.js';
+import type { Logger } from '../log.js';
 import type { QueueEntry } from '../spool/entry.js';
+import { systemClock, type Clock } from '../upstream/clock.js';
+import { UpstreamHealth } from '../upstream/health.js';
+import { TokenCache, tokenFetcher, tokenUrlOf } from '../upstream/oauth.js';
+import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
+import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
 import type { Courier, RecipientResult } from './courier.js';
-import { describeFailure, outcomeOf, type SmtpFailure } from './classify.js';
+import { describeFailure, isThrottling, isUpstreamFailure, outcomeOf, type SmtpFailure } from './classify.js';
 
-export function transportOptions(upstream: Upstream, hostname: string): SMTPPool.Options {
+/**
+ * Room kept below the ESP's SIZE for what the relay adds to a message after accepting it
+ * (the Received line, a missing Date or Message-ID, a Reply-To when the sender is rewritten).
+ */
+export const SIZE_HEADROOM = 2048;
+
+type RejectedError = SmtpFailure & { recipient: string };
+
+/**
+ * nodemailer's options for an upstream. `tokens`: the OAuth2 token cache to share (the courier
+ * passes one per upstream); a new one is made when absent (a one-off check from the CLI).
+ */
+export function transportOptions(
+  upstream: Upstream,
+  hostname: string,
+  tokens: TokenCache | undefined = upstream.auth
+    ? new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }))
+    : undefined,
+): SMTPPool.Options {
+  const auth: SMTPPool.Options['auth'] = upstream.auth
+    ? { type: 'custom', method: XOAUTH2_METHOD, user: upstream.auth.user, pass: '' }
+    : upstream.user
+      ? { user: upstream.user, pass: upstream.pass ?? '' }
+      : undefined;
   return {
     pool: true,
     host: upstream.host,
@@ -18,7 +65,12 @@ export function transportOptions(upstream: Upstream, hostname: string): SMTPPool
     requireTLS: upstream.tls === 'starttls',
     ignoreTLS: upstream.tls === 'none',
     name: hostname,
-    auth: upstream.user ? { user: upstream.user, pass: upstream.pass ?? '' } : undefined,
+    auth,
+    // With credentials configured, log in even if the ESP does not advertise AUTH: sending
+    // unauthenticated would only earn a refusal that looks like the sender's fault.
+    forceAuth: Boolean(auth),
+    customAuth:
+      upstream.auth && tokens ? { [XOAUTH2_METHOD]: xoauth2Handler(tokens, upstream.auth.user) } : undefined,
     tls: {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
@@ -30,32 +82,89 @@ export function transportOptions(upstream: Upstream, hostname: string): SMTPPool
     greetingTimeout: Math.min(upstream.timeout, 30_000),
     socketTimeout: upstream.timeout,
     logger: false,
-  };
+  } as SMTPPool.Options;
 }
 
-/** One upstream ESP reached through one pool of connections. */
+/** What the courier reports about its upstreams (for logs and metrics). */
+export interface UpstreamEvent {
+  upstream: string;
+  state: 'down' | 'up' | 'throttled' | 'size';
+  /** The reply or error that caused it. */
+  reason?: string;
+  /** down: for how long it is skipped. */
+  downForMs?: number;
+  /** throttled: the pace now in force, e.g. "15/1m". */
+  pace?: string;
+  /** size: the ESP's SIZE in bytes (0: none declared). */
+  size?: number;
+}
+
+export interface UpstreamClientDeps {
+  hostname: string;
+  log?: Logger;
+  clock?: Clock;
+  emit?: (event: UpstreamEvent) => void;
+}
+
+/** One upstream ESP reached through one pool of connections, with its health, pace and tokens. */
 export class UpstreamClient {
+  readonly health: UpstreamHealth;
+  readonly pacer: Pacer;
+  /** Shared by every connection to this upstream (OAuth2 only). */
+  readonly tokens: TokenCache | undefined;
+  /** The ESP's SIZE: undefined until learned, 0 when it declares no limit. */
+  maxSize: number | undefined;
   private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
+  private readonly clock: Clock;
+  private probing: Promise<void> | undefined;
+  private probeConnection: SMTPConnection | undefined;
+  private closed = false;
 
   constructor(
     readonly upstream: Upstream,
-    hostname: string,
+    private readonly deps: UpstreamClientDeps,
   ) {
-    this.transport = nodemailer.createTransport(transportOptions(upstream, hostname));
+    this.clock = deps.clock ?? systemClock;
+    this.health = new UpstreamHealth({ initialMs: upstream.backoff.initial, maxMs: upstream.backoff.max });
+    this.pacer = new Pacer(upstream.rateLimit, this.clock);
+    if (upstream.auth) {
+      this.tokens = new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }), {
+        now: () => this.clock.now(),
+      });
+    }
+    this.transport = nodemailer.createTransport(transportOptions(upstream, deps.hostname, this.tokens));
+  }
+
+  get name(): string {
+    return this.upstream.name;
+  }
+
+  isDown(now = this.clock.now()): boolean {
+    return this.health.isDown(now);
   }
 
   async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
-    const upstream = this.upstream.name;
+    const upstream = this.name;
+    let slot: PaceSlot;
+    try {
+      slot = await this.pacer.acquire();
+    } catch (err) {
+      const reply = err instanceof PacingAborted ? err.message : `local error: ${(err as Error).message}`;
+      return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply, upstream }));
+    }
+    let reached = true;
     try {
       const info = await this.transport.sendMail({
         envelope: { from: entry.from, to: recipients },
         raw: createReadStream(bodyPath),
       });
-      const rejected = new Map<string, SmtpFailure>();
-      for (const err of (info as { rejectedErrors?: (SmtpFailure & { recipient: string })[] })
-        .rejectedErrors ?? []) {
+      const rejected = new Map<string, RejectedError>();
+      for (const err of (info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? []) {
         rejected.set(err.recipient, err);
       }
+      this.succeeded();
+      const throttle = [...rejected.values()].find(isThrottling);
+      if (throttle) this.throttled(throttle);
       return recipients.map((recipient) => {
         const failure = rejected.get(recipient);
         if (failure)
@@ -63,56 +172,258 @@ export class UpstreamClient {
         return { recipient, outcome: 'delivered' as const, reply: info.response, upstream };
       });
     } catch (error) {
-      const err = error as SmtpFailure & { rejectedErrors?: (SmtpFailure & { recipient: string })[] };
+      const err = error as SmtpFailure & { rejectedErrors?: RejectedError[] };
+      // A connection that never opened did not reach the ESP: it does not count against the pace.
+      reached = err.command !== 'CONN' || err.responseCode !== undefined;
       // All recipients refused at RCPT: each has its own reply.
       const perRecipient = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
+      const throttle = [err, ...perRecipient.values()].find(isThrottling);
+      if (throttle) this.throttled(throttle);
+      if (isUpstreamFailure(err) || throttle) this.failed(err);
+      else this.succeeded();
       return recipients.map((recipient) => {
         const failure = perRecipient.get(recipient) ?? err;
         return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
       });
+    } finally {
+      slot.finish(reached);
     }
   }
 
-  verify(): Promise<true> {
-    return this.transport.verify();
+  /** Marks this upstream down after a failure of the whole transaction. */
+  private failed(err: SmtpFailure): void {
+    const reason = describeFailure(err);
+    const downFor = this.health.failed(this.clock.now(), reason);
+    if (downFor === undefined) return;
+    this.deps.log?.warn(`upstream ${this.name} is failing: skipped for ${formatDuration(downFor)}`, {
+      event: 'upstream_down',
+      upstream: this.name,
+      reason,
+      downFor: formatDuration(downFor),
+      failures: this.health.consecutiveFailures,
+    });
+    this.deps.emit?.({ upstream: this.name, state: 'down', reason, downForMs: downFor });
+  }
+
+  private succeeded(): void {
+    if (this.health.succeeded()) {
+      this.deps.log?.info(`upstream ${this.name} is back`, { event: 'upstream_up', upstream: this.name });
+      this.deps.emit?.({ upstream: this.name, state: 'up' });
+    }
+    if (this.maxSize === undefined) void this.probe();
+  }
+
+  private throttled(err: SmtpFailure): void {
+    const reason = describeFailure(err);
+    const pace = this.pacer.slowDown(this.clock.now());
+    const text = `${pace.count}/${formatDuration(pace.perMs)}`;
+    this.deps.log?.warn(`upstream ${this.name} asks to slow down: pace ${text} for a while`, {
+      event: 'upstream_throttled',
+      upstream: this.name,
+      reason,
+      pace: text,
+    });
+    this.deps.emit?.({ upstream: this.name, state: 'throttled', reason, pace: text });
+  }
+
+  /**
+   * Connects and logs in once, as nodemailer's verify() does, to learn the ESP's SIZE and find
+   * a broken upstream (refused connection, bad certificate, wrong credentials) at start rather
+   * than with the first message. One at a time; resolves when done, never rejects.
+   */
+  probe(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.probing ??= this.runProbe().finally(() => {
+      this.probing = undefined;
+      this.probeConnection = undefined;
+    });
+    return this.probing;
+  }
+
+  private async runProbe(): Promise<void> {
+    const options = transportOptions(this.upstream, this.deps.hostname, this.tokens);
+    const connection = new SMTPConnection({
+      ...(options as SMTPConnection.Options),
+      logger: false,
+    });
+    this.probeConnection = connection;
+    connection.on('error', () => undefined); // late errors (a reset after QUIT) are of no interest
+    try {
+      await new Promise<void>((resolve, reject) => {
+        connection.once('error', reject);
+        connection.once('end', () =>
+          reject(Object.assign(new Error('Connection closed'), { command: 'CONN' })),
+        );
+        connection.connect(() => {
+          if (!options.auth) return resolve();
+          connection.login(this.loginData(options), (err) => (err ? reject(err) : resolve()));
+        });
+      });
+      const internals = connection as unknown as {
+        _maxAllowedSize?: number;
+        _supportedExtensions?: string[];
+      };
+      const size = internals._supportedExtensions?.includes('SIZE') ? (internals._maxAllowedSize ?? 0) : 0;
+      this.learnSize(size);
+      this.succeeded();
+      connection.quit();
+    } catch (error) {
+      connection.close();
+      if (this.closed) return;
+      const err = error as SmtpFailure;
+      this.deps.log?.warn(`upstream ${this.name} check failed: ${describeFailure(err)}`, {
+        event: 'upstream_check_failed',
+        upstream: this.name,
+        reason: describeFailure(err),
+      });
+      if (outcomeOf(err) === 'temporary') this.failed(err);
+    }
+  }
+
+  /** The login data nodemailer's pool would build from the auth options. */
+  private loginData(options: SMTPPool.Options): SMTPConnection.AuthenticationCredentials {
+    const auth = options.auth as { user: string; pass: string; method?: string };
+    return {
+      credentials: { user: auth.user, pass: auth.pass },
+      ...(auth.method ? { method: auth.method } : {}),
+      user: auth.user,
+    } as SMTPConnection.AuthenticationCredentials;
+  }
+
+  private learnSize(size: number): void {
+    const changed = size !== this.maxSize;
+    this.maxSize = size;
+    if (!changed) return;
+    const ready = this.tokens ? ' (OAuth2 token obtained)' : '';
+    this.deps.log?.info(
+      size
+        ? `upstream ${this.name} ready${ready}: it accepts messages of up to ${size} bytes`
+        : `upstream ${this.name} ready${ready}: it declares no size limit`,
+      { event: 'upstream_ready', upstream: this.name, size },
+    );
+    this.deps.emit?.({ upstream: this.name, state: 'size', size });
+  }
+
+  /** Stops waiting for the pace: sends not started return a temporary result (shutdown). */
+  stopWaiting(): void {
+    this.pacer.abort();
   }
 
   close(): void {
+    this.closed = true;
+    this.pacer.abort();
+    this.probeConnection?.close();
     this.transport.close();
   }
 }
 
-/**
- * Upstreams in order: a temporary failure (connection refused, 4xx) moves the recipients it
- * hit on to the next upstream; a permanent one is final.
- */
-export class SmtpCourier implements Courier {
-  readonly description: string;
-  private readonly clients: UpstreamClient[];
+export interface SmtpCourierOptions {
+  log?: Logger;
+  clock?: Clock;
+}
 
-  constructor(upstreams: Upstream[], hostname: string) {
-    this.clients = upstreams.map((u) => new UpstreamClient(u, hostname));
-    this.description = `delivering to ${upstreams.map((u) => `${u.name} (${u.tls})`).join(', then ')}`;
+/**
+ * Upstreams in order, with failover, health, pacing and routing by sender domain (see the top
+ * of this file). Emits 'upstream' events ({@link UpstreamEvent}).
+ */
+export class SmtpCourier extends EventEmitter implements Courier {
+  readonly description: string;
+  readonly clients: UpstreamClient[];
+  private readonly clock: Clock;
+  private readonly log: Logger | undefined;
+
+  constructor(upstreams: Upstream[], hostname: string, options: SmtpCourierOptions = {}) {
+    super();
+    this.clock = options.clock ?? systemClock;
+    this.log = options.log;
+    const emit = (event: UpstreamEvent) => this.emit('upstream', event);
+    this.clients = upstreams.map(
+      (u) => new UpstreamClient(u, { hostname, log: options.log, clock: this.clock, emit }),
+    );
+    this.description = `delivering to ${upstreams.map(describeUpstream).join(', then ')}`;
+  }
+
+  /** Learns each upstream's SIZE and checks it is reachable, in the background. */
+  start(): void {
+    for (const client of this.clients) void client.probe();
+  }
+
+  /** The upstreams that may carry mail from `sender`, in order. */
+  route(sender: string): UpstreamClient[] {
+    const domain = sender.includes('@') ? sender.slice(sender.lastIndexOf('@') + 1).toLowerCase() : '';
+    const routed = this.clients.filter((c) => domain && c.upstream.senderDomains.includes(domain));
+    if (routed.length) return routed;
+    const general = this.clients.filter((c) => c.upstream.senderDomains.length === 0);
+    return general.length ? general : this.clients;
+  }
+
+  /**
+   * The largest message the upstreams for `sender` (any sender when absent) can take, less the
+   * room for what the relay adds; undefined while unknown or unlimited.
+   */
+  sizeLimit(sender?: string): number | undefined {
+    const clients = sender === undefined ? this.clients : this.route(sender);
+    let largest = 0;
+    for (const client of clients) {
+      if (!client.maxSize) return undefined;
+      largest = Math.max(largest, client.maxSize);
+    }
+    return largest ? Math.max(largest - SIZE_HEADROOM, 1) : undefined;
   }
 
   async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
-    const senderDomain = entry.from.split('@').pop()?.toLowerCase() ?? '';
-    const eligible = this.clients.filter(
-      (c) => c.upstream.senderDomains.length === 0 || c.upstream.senderDomains.includes(senderDomain),
-    );
-    const candidates = eligible.length ? eligible : this.clients;
+    const candidates = this.route(entry.from);
+    const now = this.clock.now();
+    const up = candidates.filter((c) => !c.isDown(now));
+    // Every candidate down: try them in order anyway, a quick refusal costs little.
+    const order = up.length ? up : candidates;
     const final = new Map<string, RecipientResult>();
     let remaining = recipients;
-    for (const client of candidates) {
+    for (const client of order) {
       const results = await client.send(entry, remaining, bodyPath);
       for (const result of results) final.set(result.recipient, result);
       remaining = results.filter((r) => r.outcome === 'temporary').map((r) => r.recipient);
       if (remaining.length === 0) break;
+      const next = order[order.indexOf(client) + 1];
+      if (next) {
+        this.log?.info(`upstream ${client.name} failed temporarily, trying ${next.name}`, {
+          id: entry.id,
+          event: 'failover',
+          upstream: client.name,
+          next: next.name,
+          recipients: remaining.length,
+          reply: results.find((r) => r.outcome === 'temporary')?.reply,
+        });
+      }
     }
-    return recipients.map((r) => final.get(r)!);
+    const fallback = order[order.length - 1]?.name ?? '(none)';
+    return recipients.map(
+      (r) =>
+        final.get(r) ?? {
+          recipient: r,
+          outcome: 'temporary' as const,
+          reply: 'no upstream could be tried',
+          upstream: fallback,
+        },
+    );
+  }
+
+  /** Shutdown: stop waiting for the pace, so deliveries in flight end quickly. */
+  stopping(): void {
+    for (const client of this.clients) client.stopWaiting();
   }
 
   async close(): Promise<void> {
     for (const client of this.clients) client.close();
   }
+}
+
+function describeUpstream(u: Upstream): string {
+  const extras = [
+    u.tls,
+    u.auth ? `OAuth2 ${u.auth.provider} via ${tokenUrlOf(u.auth)}` : undefined,
+    u.rateLimit ? `at most ${u.rateLimit.text}` : undefined,
+    u.senderDomains.length ? `for ${u.senderDomains.join(', ')}` : undefined,
+  ].filter(Boolean);
+  return `${u.name} (${extras.join(', ')})`;
 }

@@ -1,19 +1,59 @@
 // The policy stage: from the client's address and login, which source it is and whether
-// this MAIL / RCPT / DATA may go ahead. Every "no" is a typed SmtpError the listener replies with.
+// this connection / login / MAIL / RCPT may go ahead. Every "no" is a typed SmtpError the
+// listener replies with, naming the source and the limit in words an admin can act on.
+//
+// The engine is rebuilt on every config reload; the counters (rate buckets, open connections,
+// failed logins) live in a PolicyState that the new engine takes over from the old one, so a
+// reload neither resets a rate limit nor loses count of the connections still open.
 import type { Config } from '../config/load.js';
 import { SmtpError, smtpErrors } from '../smtp/errors.js';
-import { SourceResolver, type Source } from './sources.js';
+import { domainOf, matchesAny, routingFormProblem } from './address.js';
+import { AuthFailureTracker, ConnectionCounter, RateLimiter, type Clock } from './limits.js';
+import { SourceResolver, normaliseIp, type Source } from './sources.js';
 
 export interface ClientInfo {
   ip: string;
   user?: string;
 }
 
+/** The counters that outlive a config reload. */
+export class PolicyState {
+  readonly messageRate: RateLimiter;
+  readonly recipientRate: RateLimiter;
+  readonly connections = new ConnectionCounter();
+  readonly authFailures: AuthFailureTracker;
+
+  constructor(readonly clock: Clock = Date.now) {
+    this.messageRate = new RateLimiter(clock);
+    this.recipientRate = new RateLimiter(clock);
+    this.authFailures = new AuthFailureTracker(clock);
+  }
+}
+
+export interface PolicyEngineOptions {
+  /** The engine this one replaces (reload): its counters carry over. */
+  previous?: PolicyEngine;
+  /** Counters to use (tests: with their own clock). */
+  state?: PolicyState;
+  /**
+   * The largest message the upstream ESP takes for this envelope sender (any sender when
+   * absent), as learned from its SIZE; undefined while unknown or unlimited.
+   */
+  upstreamSizeLimit?: (sender?: string) => number | undefined;
+}
+
 export class PolicyEngine {
   readonly sources: SourceResolver;
+  readonly state: PolicyState;
+  readonly upstreamSizeLimit: ((sender?: string) => number | undefined) | undefined;
 
-  constructor(readonly config: Config) {
+  constructor(
+    readonly config: Config,
+    options: PolicyEngineOptions = {},
+  ) {
     this.sources = new SourceResolver(config);
+    this.state = options.state ?? options.previous?.state ?? new PolicyState();
+    this.upstreamSizeLimit = options.upstreamSizeLimit ?? options.previous?.upstreamSizeLimit;
   }
 
   /** The largest size any source may send: what the listeners advertise with SIZE. */
@@ -22,25 +62,127 @@ export class PolicyEngine {
     return Math.max(this.config.limits.maxMessageSize, this.config.defaults.maxMessageSize ?? 0, ...sizes);
   }
 
-  messageSizeLimit(source: Source): number {
-    return source.policy.maxMessageSize ?? this.config.limits.maxMessageSize;
+  /** The source's limit, or the upstream ESP's when that is smaller (no use accepting what can only bounce). */
+  messageSizeLimit(source: Source, sender?: string): number {
+    const own = source.policy.maxMessageSize ?? this.config.limits.maxMessageSize;
+    return Math.min(own, this.upstreamSizeLimit?.(sender) ?? Infinity);
   }
 
-  /** MAIL FROM: who is this, and may it send at all. */
-  checkMail(client: ClientInfo, _sender: string, declaredSize?: number): Source {
+  /** The 552 for a message over `limit`, naming the upstream ESP's limit when that is the one. */
+  sizeError(source: Source, limit: number, sender?: string): SmtpError {
+    const upstream = this.upstreamSizeLimit?.(sender);
+    if (upstream !== undefined && upstream <= limit)
+      return new SmtpError(
+        552,
+        '5.3.4',
+        `Message too big for the upstream ESP (limit ${upstream} bytes)`,
+        'size',
+      );
+    return smtpErrors.messageTooBig(limit, source.name);
+  }
+
+  /**
+   * A new connection: refused when the relay or this address has too many open, or the address
+   * is locked out after failed logins. On success returns the function to call when it closes.
+   */
+  openConnection(ip: string): () => void {
+    const address = normaliseIp(ip);
+    const { limits } = this.config;
+    const lockedFor = this.state.authFailures.lockedFor(address);
+    if (lockedFor > 0)
+      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
+    if (this.state.connections.total >= limits.maxConnections)
+      throw smtpErrors.tooManyConnections(limits.maxConnections);
+    if (this.state.connections.from(address) >= limits.maxConnectionsPerIp)
+      throw smtpErrors.tooManyConnectionsFromIp(address, limits.maxConnectionsPerIp);
+    return this.state.connections.open(address);
+  }
+
+  /** Before checking a password: refused while the address is locked out. */
+  checkAuthAllowed(ip: string): void {
+    const address = normaliseIp(ip);
+    const lockedFor = this.state.authFailures.lockedFor(address);
+    if (lockedFor > 0) {
+      const { limits } = this.config;
+      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
+    }
+  }
+
+  /**
+   * A failed login. Returns the lockout error when this failure locks the address out (the
+   * caller replies with it and logs it), else undefined.
+   */
+  authFailed(ip: string): SmtpError | undefined {
+    const address = normaliseIp(ip);
+    const { limits } = this.config;
+    const locked = this.state.authFailures.fail(address, {
+      maxFailures: limits.maxAuthFailures,
+      windowMs: limits.authFailureWindow,
+      lockoutMs: limits.authLockout,
+    });
+    return locked
+      ? smtpErrors.authLockedOut(
+          address,
+          limits.authLockout,
+          limits.maxAuthFailures,
+          limits.authFailureWindow,
+        )
+      : undefined;
+  }
+
+  /** Whether AUTH may be offered before TLS to this client (legacy devices whose network opted in). */
+  insecureAuthAllowed(ip: string): boolean {
+    const source = this.sources.byAddress(ip);
+    return (source ? source.policy.allowInsecureAuth : this.config.defaults.allowInsecureAuth) === true;
+  }
+
+  /** MAIL FROM: who is this, and may it send this, now. Takes a token from the message rate. */
+  checkMail(client: ClientInfo, sender: string, declaredSize?: number): Source {
     const source = this.sources.resolve(client.ip, client.user);
-    if (!source) throw smtpErrors.notAllowed(client.ip);
-    const limit = this.messageSizeLimit(source);
-    if (declaredSize !== undefined && declaredSize > limit)
-      throw smtpErrors.messageTooBig(limit, source.name);
+    if (!source) throw smtpErrors.notAllowed(normaliseIp(client.ip));
+    const problem = routingFormProblem(sender);
+    if (problem) throw smtpErrors.badAddress(sender, problem);
+    const { policy } = source;
+    if (policy.allowedSenders && !matchesAny(sender, policy.allowedSenders))
+      throw smtpErrors.senderNotAllowed(sender, source.name);
+    const limit = this.messageSizeLimit(source, sender);
+    if (declaredSize !== undefined && declaredSize > limit) throw this.sizeError(source, limit, sender);
+    if (policy.rateLimit) {
+      const result = this.state.messageRate.take(bucketKey(source), policy.rateLimit);
+      if (!result.ok)
+        throw smtpErrors.rateLimited('message', policy.rateLimit.text, source.name, result.retryInMs);
+    }
     return source;
   }
 
   /** RCPT TO: may this source send to this recipient, as the n-th of the message. */
-  checkRcpt(source: Source, _recipient: string, count: number): void {
-    const max = source.policy.maxRecipients ?? this.config.limits.maxRecipients;
+  checkRcpt(source: Source, recipient: string, count: number): void {
+    const problem = routingFormProblem(recipient);
+    if (problem) throw smtpErrors.badAddress(recipient, problem);
+    const { policy } = source;
+    const max = policy.maxRecipients ?? this.config.limits.maxRecipients;
     if (count > max) throw smtpErrors.tooManyRecipients(max, source.name);
+    if (policy.allowedRecipientDomains) {
+      const domain = domainOf(recipient);
+      if (!policy.allowedRecipientDomains.includes(domain))
+        throw smtpErrors.recipientDomainNotAllowed(domain, source.name);
+    }
+    if (policy.recipientRateLimit) {
+      const result = this.state.recipientRate.take(bucketKey(source), policy.recipientRateLimit);
+      if (!result.ok)
+        throw smtpErrors.rateLimited(
+          'recipient',
+          policy.recipientRateLimit.text,
+          source.name,
+          result.retryInMs,
+        );
+    }
   }
+}
+
+/** Users and allowlist entries have distinct names (the config checks), but keep them apart anyway. */
+function bucketKey(source: Source): string {
+  return `${source.kind}:${source.name}`;
 }
 
 export { SmtpError };

@@ -122,8 +122,13 @@ export class DeliveryQueue extends EventEmitter {
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.stopped) return;
+    // At the cap, the next delivery to finish pumps again. A timer for an id already due
+    // would fire at once, find no free slot and re-arm itself: a busy loop for as long as
+    // the backlog lasts.
+    if (this.inFlight.size >= this.deps.config().queue.concurrency) return;
     const due = this.heap.peekDue();
-    if (due === undefined || this.stopped) return;
+    if (due === undefined) return;
     const delay = Math.min(Math.max(due - this.now(), 0), MAX_TIMER);
     this.timer = setTimeout(() => this.pump(), delay);
   }

@@ -1,6 +1,19 @@
 // A refusal or failure with its SMTP reply: the basic code, the enhanced status code
 // (RFC 3463) and words an admin can act on. smtp-server sends `responseCode` and the message
 // text of an Error passed to a callback, so this is all the listener needs.
+import { formatDuration } from '../config/units.js';
+
+/** Bytes as the config file writes them: 41943040 → "40MB", 1000 → "1000 bytes". */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [
+    ['GB', 1024 ** 3],
+    ['MB', 1024 ** 2],
+    ['KB', 1024],
+  ] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return `${bytes} bytes`;
+}
 
 export class SmtpError extends Error {
   readonly responseCode: number;
@@ -52,7 +65,12 @@ export const smtpErrors = {
       'recipients',
     ),
   messageTooBig: (max: number, source: string) =>
-    new SmtpError(552, '5.3.4', `Message too big: the limit for source ${source} is ${max} bytes`, 'size'),
+    new SmtpError(
+      552,
+      '5.3.4',
+      `Message too big: the limit for source ${source} is ${formatSize(max)} (maxMessageSize)`,
+      'size',
+    ),
   diskFull: () =>
     new SmtpError(
       452,
@@ -70,4 +88,46 @@ export const smtpErrors = {
   shuttingDown: () => new SmtpError(421, '4.3.2', 'The relay is shutting down, try again later', 'shutdown'),
   badAddress: (address: string, why: string) =>
     new SmtpError(553, '5.1.3', `Address ${JSON.stringify(address)} rejected: ${why}`, 'bad_address'),
+  rateLimited: (what: 'message' | 'recipient', rate: string, source: string, retryInMs: number) =>
+    new SmtpError(
+      450,
+      '4.7.1',
+      `${what === 'message' ? 'Rate limit' : 'Recipient rate limit'} ${rate} exceeded for source ${source}, try again in ${Math.max(1, Math.ceil(retryInMs / 1000))} seconds`,
+      what === 'message' ? 'rate_limit' : 'recipient_rate_limit',
+    ),
+  tooManyConnections: (max: number) =>
+    new SmtpError(
+      421,
+      '4.7.0',
+      `Too many connections: the relay serves at most ${max} at once (limits.maxConnections), try again in a moment`,
+      'max_connections',
+    ),
+  tooManyConnectionsFromIp: (ip: string, max: number) =>
+    new SmtpError(
+      421,
+      '4.7.0',
+      `Too many connections from ${ip}: at most ${max} at once (limits.maxConnectionsPerIp), try again in a moment`,
+      'max_connections_per_ip',
+    ),
+  authLockedOut: (ip: string, lockedForMs: number, failures: number, windowMs: number) =>
+    new SmtpError(
+      421,
+      '4.7.0',
+      `Too many failed logins from ${ip} (${failures} within ${formatDuration(windowMs)}, limits.maxAuthFailures): refused for ${formatDuration(lockedForMs)}, try again later`,
+      'auth_lockout',
+    ),
+  recipientDomainNotAllowed: (domain: string, source: string) =>
+    new SmtpError(
+      550,
+      '5.7.1',
+      `Recipient domain ${domain || '(none)'} not allowed for source ${source}`,
+      'recipient_domain',
+    ),
+  senderNotAllowed: (sender: string, source: string) =>
+    new SmtpError(
+      550,
+      '5.7.1',
+      `Sender ${sender ? `<${sender}>` : '<> (null sender)'} not allowed for source ${source} (see its allowedSenders)`,
+      'sender_not_allowed',
+    ),
 };

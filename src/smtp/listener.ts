@@ -5,10 +5,13 @@ import type { ListenerConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { verifyPassword } from '../policy/passwords.js';
+import { routingFormProblem } from '../policy/address.js';
 import type { Source } from '../policy/sources.js';
+import { planSender } from '../rewrite/sender.js';
 import { newQueueId, type QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { SmtpError, smtpErrors } from './errors.js';
+import { FastGreetingServer } from './fast-greeting.js';
 import { receiveMessage } from './receive.js';
 import type { KeyPair } from './tls.js';
 
@@ -26,13 +29,28 @@ export interface ListenerDeps {
 
 interface SessionState {
   source?: Source;
+  /** Counts the connection out of the limits when it closes. */
+  release?: () => void;
+}
+
+/** An address as smtp-server hands it to onMailFrom/onRcptTo, with what watchAddresses found. */
+interface CheckedAddress {
+  address: string;
+  args: Record<string, string | true> | false;
+  /** Set when the address as the client wrote it is in a routing form or malformed. */
+  routingProblem?: string;
 }
 
 type Callback = (err?: Error | null) => void;
 
+/** A well-formed hash no password matches: unknown users are checked against it. */
+const UNKNOWN_USER_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
+
 export class Listener {
   readonly server: SMTPServer;
   private readonly sessions = new Map<string, SessionState>();
+  /** Whether STARTTLS is offered and accepted here (`starttls: false` turns off both). */
+  private readonly offerStarttls: boolean;
 
   constructor(
     readonly config: ListenerConfig,
@@ -47,11 +65,16 @@ export class Listener {
       // listener only, which the admin opted into for old printers.
       tlsOptions.ciphers = 'DEFAULT:@SECLEVEL=0';
     }
-    this.server = new SMTPServer({
+    this.offerStarttls = config.starttls && !config.implicitTls && keyPair !== undefined;
+    // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
+    this.server = new FastGreetingServer({
       ...tlsOptions,
       minVersion: config.tls.minVersion,
       secure: config.implicitTls,
-      hideSTARTTLS: !config.starttls || config.implicitTls || !keyPair,
+      hideSTARTTLS: !this.offerStarttls,
+      // Not offered is not enough: without this smtp-server would still answer STARTTLS (with
+      // its built-in certificate when the relay made none).
+      disabledCommands: this.offerStarttls ? [] : ['STARTTLS'],
       name: hostname,
       banner: 'smarthost ESMTP ready',
       size: options.maxSize,
@@ -61,16 +84,22 @@ export class Listener {
       allowInsecureAuth: true,
       disableReverseLookup: true,
       useProxy: config.proxyProtocol,
-      maxClients: options.maxClients,
+      // limits.maxConnections is enforced in onConnect, over all listeners, with a 421 4.7.0
+      // that says which limit; smtp-server's own check (a bare 421) is only a backstop.
+      maxClients: options.maxClients * 2,
       closeTimeout: options.closeTimeout,
       logger: false,
       onConnect: (session, cb) => this.onConnect(session, cb),
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => void this.onAuth(auth.username ?? '', auth.password ?? '', session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(address.address, address.args, session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(address.address, session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address as CheckedAddress, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address as CheckedAddress, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
-      onClose: (session) => this.sessions.delete(session.id),
+      onClose: (session) => {
+        this.sessions.get(session.id)?.release?.();
+        this.sessions.delete(session.id);
+      },
+      greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
     });
     this.server.on('error', (err) =>
       deps.log.error('listener error', { event: 'listener_error', error: err.message }),
@@ -114,10 +143,19 @@ export class Listener {
   }
 
   private onConnect(session: SMTPServerSession, cb: Callback): void {
-    if (this.deps.isShuttingDown()) return cb(smtpErrors.shuttingDown());
+    if (this.deps.isShuttingDown()) return this.refuse(smtpErrors.shuttingDown(), session, cb);
+    try {
+      this.state(session).release = this.deps.policy().openConnection(this.clientIp(session));
+    } catch (err) {
+      return this.fail(err, session, cb);
+    }
+    this.watchAddresses(session);
     // Postfix's smtpd_tls_auth_only: AUTH is not offered before TLS, so clients never send a
     // password in clear text, unless this client's source opted in for a legacy device.
-    if (!session.secure && !this.insecureAuthAllowed(session)) session.disabledCommands = ['AUTH'];
+    // (A session's list replaces the server's, so STARTTLS is repeated here.)
+    const disabled = this.offerStarttls ? [] : ['STARTTLS'];
+    if (!session.secure && !this.insecureAuthAllowed(session)) disabled.push('AUTH');
+    session.disabledCommands = disabled;
     cb();
   }
 
@@ -127,8 +165,42 @@ export class Listener {
   }
 
   private insecureAuthAllowed(session: SMTPServerSession): boolean {
-    const source = this.deps.policy().sources.byAddress(this.clientIp(session));
-    return source?.policy.allowInsecureAuth === true;
+    return this.deps.policy().insecureAuthAllowed(this.clientIp(session));
+  }
+
+  /**
+   * smtp-server drops a source route (@relay:user@domain) without a word and answers other
+   * malformed addresses with a bare 501. To refuse every routing form with 553 5.1.3 and say
+   * why, this looks at the address as the client wrote it: a routing form or a malformed
+   * address reaches onMailFrom/onRcptTo marked with the problem. test/e2e/policy-hygiene
+   * pins the behaviour, so a change inside smtp-server fails the tests rather than passing.
+   */
+  private watchAddresses(session: SMTPServerSession): void {
+    const connection = [...this.server.connections].find((c) => c.id === session.id);
+    if (!connection || typeof connection._parseAddressCommand !== 'function') return;
+    const parse = connection._parseAddressCommand.bind(connection);
+    connection._parseAddressCommand = (name, command) => {
+      const parsed = parse(name, command);
+      const text = command.toString();
+      const written =
+        text
+          .slice(text.indexOf(':') + 1)
+          .trim()
+          .split(/\s+/)[0] ?? '';
+      const inner = /^<[^<>]*>$/.test(written) ? written.slice(1, -1) : written;
+      let problem = routingFormProblem(inner);
+      if (!problem && !parsed && /^<[^<>]*>$/.test(written)) {
+        // The address alone (without the parameters) fails smtp-server's own syntax check.
+        if (!parse(name, `${name.toUpperCase()}:${written}`)) problem = 'it is not a valid address';
+      }
+      if (!problem) return parsed;
+      const marked: CheckedAddress = {
+        address: inner,
+        args: parsed ? parsed.args : false,
+        routingProblem: problem,
+      };
+      return marked;
+    };
   }
 
   private async onAuth(
@@ -139,43 +211,66 @@ export class Listener {
   ): Promise<void> {
     if (!session.secure && !this.insecureAuthAllowed(session))
       return this.refuse(smtpErrors.insecureAuth(), session, cb);
-    const user = this.deps.policy().sources.user(username);
-    const ok = user ? await verifyPassword(password, user.password) : false;
+    const policy = this.deps.policy();
+    try {
+      policy.checkAuthAllowed(this.clientIp(session));
+    } catch (err) {
+      return this.fail(err, session, cb);
+    }
+    const user = policy.sources.user(username);
+    // An unknown user costs the same scrypt as a known one, so timing does not tell them apart.
+    const ok = await verifyPassword(password, user?.password ?? UNKNOWN_USER_HASH).then((v) => v && !!user);
     if (!ok) {
       this.deps.log.warn('authentication failed', {
         event: 'auth_failed',
         client: this.clientIp(session),
         user: username,
       });
+      const lockout = policy.authFailed(this.clientIp(session));
+      if (lockout) {
+        this.deps.log.warn('too many failed logins: address locked out', {
+          event: 'auth_lockout',
+          client: this.clientIp(session),
+          failures: policy.config.limits.maxAuthFailures,
+          window: policy.config.limits.authFailureWindow,
+          lockout: policy.config.limits.authLockout,
+        });
+        return this.refuse(lockout, session, cb);
+      }
       return this.refuse(smtpErrors.authFailed(), session, cb);
     }
     this.deps.log.info('authenticated', { event: 'auth', client: this.clientIp(session), user: username });
     cb(null, { user: username });
   }
 
-  private onMailFrom(
-    address: string,
-    args: Record<string, string | true> | false,
-    session: SMTPServerSession,
-    cb: Callback,
-  ): void {
+  private onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
     if (this.config.requireTls && !session.secure) return this.refuse(smtpErrors.tlsRequired(), session, cb);
+    const { address, args } = checked;
     const declared = args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined;
     try {
-      const source = this.deps
-        .policy()
-        .checkMail({ ip: this.clientIp(session), user: session.user }, address, declared);
+      const policy = this.deps.policy();
+      const client = { ip: this.clientIp(session), user: session.user };
+      // Who may send comes first: a stranger learns nothing about address syntax.
+      if (checked.routingProblem) {
+        if (!policy.sources.resolve(client.ip, client.user)) throw smtpErrors.notAllowed(client.ip);
+        throw smtpErrors.badAddress(address, checked.routingProblem);
+      }
+      const source = policy.checkMail(client, address, declared);
       this.state(session).source = source;
       cb();
     } catch (err) {
-      this.fail(err, session, cb);
+      // Name the source (when there is one) so a refusal such as a rate limit counts against it.
+      const source = this.deps.policy().sources.resolve(this.clientIp(session), session.user);
+      this.fail(err, session, cb, source?.name);
     }
   }
 
-  private onRcptTo(address: string, session: SMTPServerSession, cb: Callback): void {
+  private onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
     const source = this.state(session).source;
     if (!source) return this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb);
+    const { address } = checked;
     try {
+      if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
       this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
       cb();
     } catch (err) {
@@ -196,6 +291,8 @@ export class Listener {
       return;
     }
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const sender = planSender(from, source.policy);
+    const sizeLimit = Math.min(policy.messageSizeLimit(source), policy.maxAdvertisedSize());
     try {
       const entry = await receiveMessage(
         stream as never,
@@ -203,7 +300,8 @@ export class Listener {
           id: newQueueId(),
           source,
           originalFrom: from,
-          from,
+          from: sender.from,
+          editHeaders: sender.editHeaders,
           recipients: session.envelope.rcptTo.map((r) => r.address),
           client: {
             address: this.clientIp(session),
@@ -212,7 +310,7 @@ export class Listener {
             tls: session.secure,
           },
           hostname: policy.config.hostname,
-          sizeLimit: Math.min(policy.messageSizeLimit(source), policy.maxAdvertisedSize()),
+          sizeLimit,
         },
         this.deps.spool,
       );
@@ -225,16 +323,20 @@ export class Listener {
         recipients: entry.recipients.length,
         size: entry.size,
       });
+      if (sender.envelopeRewritten || sender.headerChanges.length) {
+        this.deps.log.info('sender rewritten', {
+          id: entry.id,
+          event: 'sender_rewritten',
+          source: source.name,
+          envelope: sender.envelopeRewritten ? { from, to: sender.from } : undefined,
+          headers: sender.headerChanges.length ? sender.headerChanges : undefined,
+        });
+      }
       this.deps.accepted(entry);
       cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     } catch (err) {
       if (stream.sizeExceeded)
-        return this.fail(
-          smtpErrors.messageTooBig(policy.maxAdvertisedSize(), source.name),
-          session,
-          cb,
-          source.name,
-        );
+        return this.fail(smtpErrors.messageTooBig(sizeLimit, source.name), session, cb, source.name);
       if (!(err instanceof SmtpError)) {
         this.deps.log.error('could not queue a message', {
           event: 'spool_error',

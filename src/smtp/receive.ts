@@ -1,8 +1,7 @@
 // DATA: the message streams from the client through the size guard, the line-ending
 // normaliser and the header rewriter straight into the spool. Nothing is held whole in memory.
 // Resolves to the queued entry once it is on disk; the caller answers 250 only then.
-import { once } from 'node:events';
-import { pipeline } from 'node:stream';
+import { finished, pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { Headers } from 'mailsplit';
 import type { Source } from '../policy/sources.js';
@@ -50,6 +49,16 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
   });
   // pipe(), not pipeline(), from the client's stream: if the spool fails we must keep reading
   // the client's data to its end so the SMTP conversation stays in step, not destroy it.
+  // But pipe() alone never ends the guard when the client hangs up in the middle of DATA
+  // (smtp-server then destroys the stream: 'close' without 'end'): the spool would wait
+  // forever with a half-written temp file open. So the end of the input is watched, and a
+  // premature one fails the transfer, which removes the temp file.
+  const inputDone = new Promise<Error | undefined>((resolve) =>
+    finished(stream, { writable: false }, (err) => resolve(err ?? undefined)),
+  );
+  void inputDone.then((err) => {
+    if (err && !guard.writableFinished) guard.destroy(clientGone(err));
+  });
   stream.pipe(guard);
   const body = pipeline(guard, new LineEndingNormaliser(), rewriter, () => undefined);
   const now = Date.now();
@@ -66,7 +75,9 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
       nextAttemptAt: now,
     });
   } catch (err) {
-    await drain(stream, guard);
+    // The spool may have failed before reading anything: tear the transform chain down.
+    body.destroy();
+    await drain(stream, guard, inputDone);
     if (err instanceof SmtpError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOSPC' || code === 'EDQUOT') throw smtpErrors.diskFull();
@@ -74,9 +85,23 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
   }
 }
 
-async function drain(stream: Readable, guard: SizeGuard): Promise<void> {
-  if (stream.readableEnded) return;
-  stream.unpipe(guard);
-  stream.resume();
-  await once(stream, 'end').catch(() => undefined);
+/** Reads the client's data to its end (or until the client is gone), discarding it. */
+async function drain(stream: Readable, guard: SizeGuard, inputDone: Promise<unknown>): Promise<void> {
+  if (!stream.readableEnded && !stream.destroyed) {
+    stream.unpipe(guard);
+    stream.resume();
+  }
+  await inputDone;
+}
+
+function clientGone(cause: Error): SmtpError {
+  return Object.assign(
+    new SmtpError(
+      451,
+      '4.3.0',
+      'Connection closed before the message was received in full',
+      'client_disconnected',
+    ),
+    { cause },
+  );
 }

@@ -17,8 +17,16 @@ export async function fsyncFile(file: string): Promise<void> {
   }
 }
 
-/** Streams into a new file and fsyncs it; the file is removed if anything fails. Returns bytes written. */
-export async function writeStreamDurably(file: string, source: Readable): Promise<number> {
+/**
+ * Streams into a new file and fsyncs it; the file is removed if anything fails. Returns bytes written.
+ * `alongside(bytes)`, if given, runs while the file's fsync is in flight (the spool writes the
+ * envelope then, so the two fsyncs overlap instead of queueing); its failure fails the call.
+ */
+export async function writeStreamDurably(
+  file: string,
+  source: Readable,
+  alongside?: (bytes: number) => Promise<void>,
+): Promise<number> {
   const handle = await open(file, 'wx', 0o640);
   let bytes = 0;
   try {
@@ -37,7 +45,9 @@ export async function writeStreamDurably(file: string, source: Readable): Promis
     }
     if (batchBytes) await writeAll(handle, Buffer.concat(batch));
     bytes += batchBytes;
-    await handle.sync();
+    const [synced, extra] = await Promise.allSettled([handle.sync(), alongside?.(bytes)]);
+    if (synced.status === 'rejected') throw synced.reason;
+    if (extra.status === 'rejected') throw extra.reason;
   } catch (err) {
     await closeQuietly(handle);
     await unlink(file).catch(() => undefined);

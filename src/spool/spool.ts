@@ -69,10 +69,20 @@ export class Spool {
   async accept(body: Readable, entry: NewEntry): Promise<QueueEntry> {
     const tmpBody = this.tmpPath(entry.id, 'eml');
     const tmpMeta = this.tmpPath(entry.id, 'json');
-    const size = await writeStreamDurably(tmpBody, body);
-    const full: QueueEntry = { ...entry, size };
+    let full: QueueEntry | undefined;
     try {
-      await writeFileDurably(tmpMeta, JSON.stringify(full));
+      // The envelope is written and fsynced while the body's fsync runs: both are on disk
+      // before the renames, as before, with one fsync wait less per message.
+      await writeStreamDurably(tmpBody, body, (size) => {
+        full = { ...entry, size };
+        return writeFileDurably(tmpMeta, JSON.stringify(full));
+      });
+    } catch (err) {
+      await unlink(tmpMeta).catch(() => undefined);
+      throw err;
+    }
+    if (!full) throw new Error('spool: the envelope was not written');
+    try {
       await rename(tmpBody, this.bodyPath(entry.id));
       await rename(tmpMeta, this.metaPath(entry.id));
       await this.queueSync.sync();

@@ -46,6 +46,20 @@ export type EspDataHandler = (
   session: SMTPServerSession,
 ) => MaybePromise<EspReply | undefined>;
 
+/** What a client logged in with (smtp-server's auth object). */
+export interface EspAuth {
+  method: string;
+  username?: string;
+  password?: string;
+  /** XOAUTH2 only. */
+  accessToken?: string;
+}
+/**
+ * Decides a login: true accepts, false refuses (535 5.7.8; for XOAUTH2 after a 334 challenge
+ * carrying a JSON error, the way Gmail does), a reply refuses with that reply at once.
+ */
+export type EspAuthHandler = (auth: EspAuth, session: SMTPServerSession) => MaybePromise<boolean | EspReply>;
+
 export interface EspOptions {
   /** Listen address, default 127.0.0.1. */
   host?: string;
@@ -65,6 +79,10 @@ export interface EspOptions {
   offerTls?: boolean;
   /** SIZE limit in bytes; larger messages are refused with 552 5.3.4. Default none. */
   size?: number;
+  /** SASL mechanisms offered, default ['PLAIN', 'LOGIN'] (['XOAUTH2'] for an OAuth2-only ESP). */
+  authMethods?: string[];
+  /** Decides logins instead of the user/pass check (needed for XOAUTH2). */
+  onAuth?: EspAuthHandler;
   onMail?: EspAddressHandler;
   onRcpt?: EspAddressHandler;
   onData?: EspDataHandler;
@@ -178,7 +196,7 @@ class EspServer implements Esp {
       cert: this.cert,
       secure: false,
       disabledCommands: this.offerTls ? [] : ['STARTTLS'],
-      authMethods: ['PLAIN', 'LOGIN'],
+      authMethods: this.opts.authMethods ?? ['PLAIN', 'LOGIN'],
       // AUTH is checked in onMailFrom, after the TLS check, so that the reply says what is
       // missing first (smtp-server's own check would answer "authentication required" even
       // on a clear-text connection).
@@ -192,7 +210,26 @@ class EspServer implements Esp {
         this.connections++;
         callback();
       },
-      onAuth: (auth, _session, callback) => {
+      onAuth: (auth, session, callback) => {
+        const custom = this.opts.onAuth;
+        if (custom) {
+          Promise.resolve()
+            .then(() => custom(auth as EspAuth, session))
+            .then(
+              (verdict) => {
+                if (verdict === true) return callback(null, { user: auth.username });
+                this.authFailures++;
+                if (verdict !== false) return callback(smtpError(verdict));
+                if (auth.method === 'XOAUTH2')
+                  return callback(null, {
+                    data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' },
+                  });
+                callback(smtpError({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
+              },
+              (err: unknown) => callback(handlerFailure(err)),
+            );
+          return;
+        }
         const ok =
           (auth.method === 'PLAIN' || auth.method === 'LOGIN') &&
           auth.username === this.user &&

@@ -1,0 +1,165 @@
+// Live reload of the config: on SIGHUP, on `smarthost reload` (the control socket) and when
+// the file changes on disk. A reload builds a whole new Config and swaps it in; a file that
+// does not load is refused and the running config stays. Sessions in progress go on with what
+// they already decided; new connections and transactions see the new policy.
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../log.js';
+import { ConfigError, findConfigFile, loadConfig, parseConfigText, type Config } from './load.js';
+
+export interface Reloadable {
+  readonly config: Config;
+  applyConfig(config: Config): void;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  /** Why the file was refused (names the key or the YAML error). */
+  error?: string;
+  file?: string;
+  /** Keys that changed but only take effect after a restart. */
+  restartNeeded: string[];
+  allowlist?: number;
+  users?: number;
+}
+
+/** Parts the relay sets up once at start: a reload cannot change them. */
+const START_ONLY: [string, (c: Config) => unknown][] = [
+  ['hostname', (c) => c.hostname],
+  ['listen', (c) => c.listen],
+  ['tls', (c) => c.tls],
+  ['upstream(s)', (c) => c.upstreams],
+  ['spool.dir', (c) => c.spool.dir],
+  ['control.socket', (c) => c.control.socket],
+  ['metrics', (c) => c.metrics],
+  ['limits.maxConnections', (c) => c.limits.maxConnections],
+  ['shutdown.grace', (c) => c.shutdown.grace],
+];
+
+function readText(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+export class ConfigReloader {
+  private file: string | undefined;
+  /** The text of the config in force (undefined: built-in defaults). */
+  private loadedText: string | undefined;
+  /** A text already refused, so a broken file is reported once, not on every event. */
+  private refusedText: string | undefined;
+  private watcher: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly relay: Reloadable,
+    private readonly log: Logger,
+    private readonly debounceMs = 300,
+  ) {
+    this.file = relay.config.file;
+    this.loadedText = this.file ? readText(this.file) : undefined;
+  }
+
+  /** Re-reads the file and swaps the new config in; a broken file is refused and reported. */
+  reload(reason: string): ReloadResult {
+    // With no file at start (built-in defaults), a ./smarthost.yml made since is picked up.
+    const file = this.file ?? findConfigFile();
+    let config: Config;
+    let text: string | undefined;
+    try {
+      if (file) {
+        text = readText(file);
+        if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
+        config = parseConfigText(text, file);
+      } else {
+        config = loadConfig();
+      }
+    } catch (err) {
+      const error = (err as Error).message;
+      this.refusedText = text;
+      this.log.error(`config reload refused (${reason}), the old config keeps running: ${error}`, {
+        event: 'reload_failed',
+        reason,
+      });
+      return { ok: false, error, file, restartNeeded: [] };
+    }
+    const before = this.relay.config;
+    const restartNeeded = START_ONLY.filter(
+      ([, pick]) => JSON.stringify(pick(before)) !== JSON.stringify(pick(config)),
+    ).map(([key]) => key);
+    this.relay.applyConfig(config);
+    this.file = config.file;
+    this.loadedText = text;
+    this.refusedText = undefined;
+    this.log.info(`config reloaded (${reason})`, {
+      event: 'reloaded',
+      reason,
+      file: config.source,
+      allowlist: config.allowlist.length,
+      users: config.users.length,
+    });
+    if (restartNeeded.length) {
+      this.log.warn(`config changes that need a restart to take effect: ${restartNeeded.join(', ')}`, {
+        event: 'reload_restart_needed',
+        keys: restartNeeded,
+      });
+    }
+    return {
+      ok: true,
+      file: config.source,
+      restartNeeded,
+      allowlist: config.allowlist.length,
+      users: config.users.length,
+    };
+  }
+
+  /**
+   * Reloads when the file changes. The folder is watched, not the file: editors and the CLI
+   * replace the file by a rename, which a watch on the old file would never see. Events are
+   * debounced, and a reload happens only when the text differs from the one in force.
+   */
+  watch(): void {
+    const target = this.file ?? path.resolve('smarthost.yml');
+    const dir = path.dirname(target);
+    const base = path.basename(target);
+    try {
+      this.watcher = watch(dir, { persistent: false }, (_event, name) => {
+        if (!name || name.toString() === base) this.changedSoon(target);
+      });
+      this.watcher.on('error', (err) =>
+        this.log.warn(`stopped watching ${dir} for config changes: ${err.message}`, { event: 'watch_error' }),
+      );
+      // A change made while the relay was starting (before the watch) is not missed.
+      this.changedSoon(target);
+    } catch (err) {
+      this.log.warn(
+        `cannot watch ${dir} for config changes (use SIGHUP or smarthost reload): ${(err as Error).message}`,
+        {
+          event: 'watch_error',
+        },
+      );
+    }
+  }
+
+  private changedSoon(target: string): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.changed(target), this.debounceMs);
+    this.timer.unref();
+  }
+
+  private changed(target: string): void {
+    this.timer = undefined;
+    const text = readText(target);
+    // Missing: mid-replacement by an editor (the rename's event follows), or removed: keep running.
+    if (text === undefined || text === this.loadedText || text === this.refusedText) return;
+    this.reload('file changed');
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+}

@@ -1,0 +1,59 @@
+// Whether an upstream is worth trying now. A failure of the whole transaction (connection
+// refused, TLS or AUTH failure, a 4xx to MAIL or DATA) marks the upstream down for a back-off
+// period that doubles with each failure in a row, up to a maximum; while down it is skipped,
+// and once the period is over the next message tries it again. One success brings it back.
+
+export interface BackoffSettings {
+  /** The first down period. */
+  initialMs: number;
+  /** The longest down period. */
+  maxMs: number;
+}
+
+export class UpstreamHealth {
+  private failures = 0;
+  private downUntil = 0;
+  private lastReason: string | undefined;
+
+  constructor(private readonly backoff: BackoffSettings) {}
+
+  isDown(now: number): boolean {
+    return now < this.downUntil;
+  }
+
+  /** Milliseconds until it is tried again (0 when up). */
+  downFor(now: number): number {
+    return Math.max(this.downUntil - now, 0);
+  }
+
+  get reason(): string | undefined {
+    return this.lastReason;
+  }
+
+  /** Failures in a row since the last success. */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  /**
+   * Records a failure. Returns the new down period, or undefined when it was down already
+   * (sends that were in flight when it went down do not lengthen the back-off).
+   */
+  failed(now: number, reason: string): number | undefined {
+    if (this.isDown(now)) return undefined;
+    const ms = Math.min(this.backoff.initialMs * 2 ** this.failures, this.backoff.maxMs);
+    this.failures++;
+    this.downUntil = now + ms;
+    this.lastReason = reason;
+    return ms;
+  }
+
+  /** Records a success; true when this ends a run of failures (it is back). */
+  succeeded(): boolean {
+    const wasFailing = this.failures > 0;
+    this.failures = 0;
+    this.downUntil = 0;
+    this.lastReason = undefined;
+    return wasFailing;
+  }
+}

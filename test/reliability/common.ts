@@ -1,0 +1,112 @@
+// Shared pieces of the reliability suite (npm run test:reliability): messages tagged with a
+// unique token so what the ESP received can be matched against what the relay accepted,
+// relay/ESP set-up, and spool inspection.
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { sendMail, type SendMailResult } from '../helpers/client.js';
+import type { Esp, EspMessage } from '../helpers/esp.js';
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function token(prefix = 'm'): string {
+  return `${prefix}-${randomBytes(6).toString('hex')}`;
+}
+
+/** A message whose Subject carries the token and whose last body line proves it arrived whole. */
+export function taggedMessage(tok: string, bodyBytes = 2048): string {
+  const line = 'The quick brown fox jumps over the lazy dog. 0123456789 abcdefghijklmnopqrstuvw\r\n';
+  const body = line.repeat(Math.max(1, Math.ceil(bodyBytes / line.length)));
+  return [
+    'From: device@corp.test',
+    'To: someone@example.com',
+    `Subject: reliability ${tok}`,
+    `Message-ID: <${tok}@corp.test>`,
+    '',
+    body + `END-OF-${tok}\r\n`,
+  ].join('\r\n');
+}
+
+/** The token of a message the ESP received (from its Subject), if any. */
+export function tokenOf(message: EspMessage): string | undefined {
+  const text = message.raw.toString('latin1');
+  return /^Subject: reliability (\S+)/m.exec(text)?.[1];
+}
+
+/** Whether the ESP's copy of a tagged message is complete (its end marker is there). */
+export function isWhole(message: EspMessage): boolean {
+  const tok = tokenOf(message);
+  return tok !== undefined && message.raw.toString('latin1').includes(`END-OF-${tok}\r\n`);
+}
+
+export function sendTagged(
+  port: number,
+  tok: string,
+  opts: { localAddress?: string; timeoutMs?: number; bodyBytes?: number } = {},
+): Promise<SendMailResult> {
+  return sendMail({
+    port,
+    from: 'device@corp.test',
+    to: ['someone@example.com'],
+    raw: taggedMessage(tok, opts.bodyBytes),
+    ignoreTls: true,
+    localAddress: opts.localAddress,
+    timeoutMs: opts.timeoutMs ?? 10_000,
+  });
+}
+
+/** The relay's `upstream:` block for the ESP stand-in (STARTTLS + AUTH, its certificate trusted). */
+export function upstreamFor(esp: Esp): Record<string, unknown> {
+  return {
+    host: '127.0.0.1',
+    port: esp.port,
+    tls: 'starttls',
+    user: esp.user,
+    pass: esp.pass,
+    ca: esp.caFile,
+    timeout: '5s',
+  };
+}
+
+/** Polls until `check` is truthy; rejects after `timeoutMs` naming `what` (a wait, not a timing assertion). */
+export async function waitUntil<T>(
+  what: string | (() => string),
+  check: () => T | Promise<T>,
+  timeoutMs = 30_000,
+  intervalMs = 50,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
+      );
+    await sleep(intervalMs);
+  }
+}
+
+export async function filesIn(dir: string): Promise<string[]> {
+  try {
+    return (await fs.readdir(dir)).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** Every queued message is whole: each <id>.json has its <id>.eml of the recorded size. Returns the ids. */
+export async function checkSpoolConsistent(spoolDir: string): Promise<string[]> {
+  const queue = path.join(spoolDir, 'queue');
+  const names = await filesIn(queue);
+  const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
+  for (const id of ids) {
+    const entry = JSON.parse(await fs.readFile(path.join(queue, `${id}.json`), 'utf8')) as { size: number };
+    const stat = await fs.stat(path.join(queue, `${id}.eml`)).catch(() => undefined);
+    if (!stat) throw new Error(`queued message ${id} has no body`);
+    if (stat.size !== entry.size)
+      throw new Error(`queued message ${id}: body is ${stat.size} bytes, the envelope says ${entry.size}`);
+  }
+  return ids;
+}

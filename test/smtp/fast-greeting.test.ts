@@ -1,0 +1,158 @@
+// FastGreetingServer: allowlisted clients are greeted at once, everyone else keeps smtp-server's
+// early-talker check. The first test pins the two library methods fast-greeting.ts re-implements,
+// so a smtp-server upgrade that changes them fails here and the subclass is reviewed again.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { FastGreetingServer } from '../../src/smtp/fast-greeting.js';
+import { startRelay } from '../helpers/relay.js';
+
+const squash = (source: string) => source.replace(/\s+/g, ' ').trim();
+
+test('smtp-server still has the shape fast-greeting.ts copies (connect and init)', () => {
+  assert.equal(
+    squash(SMTPServer.prototype.connect.toString()),
+    squash(`connect(socket, socketOptions) {
+        let connection = new SMTPConnection(this, socket, socketOptions);
+        this.connections.add(connection);
+        connection.on('error', err => this._onError(err));
+        connection.on('connect', data => this._onClientConnect(data));
+        connection.init();
+    }`),
+    'SMTPServer.prototype.connect changed: review src/smtp/fast-greeting.ts against the new version',
+  );
+  assert.equal(
+    squash(SMTPConnection.prototype.init.toString()),
+    squash(`init() {
+        // Setup event handlers for the socket
+        this._setListeners(() => {
+            // Check that connection limit is not exceeded
+            if (this._server.options.maxClients && this._server.connections.size > this._server.options.maxClients) {
+                return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
+            }
+            // Keep a small delay for detecting early talkers
+            let readyTimer = setTimeout(() => this.connectionReady(), 100);
+            // Unref timer so connection init delay doesn't prevent process exit
+            readyTimer.unref();
+        });
+    }`),
+    'SMTPConnection.prototype.init changed: review src/smtp/fast-greeting.ts against the new version',
+  );
+  for (const method of ['_setListeners', 'connectionReady', 'send'] as const) {
+    assert.equal(typeof SMTPConnection.prototype[method], 'function', `SMTPConnection.${method} is gone`);
+  }
+});
+
+/**
+ * Connects from `localAddress` and sends EHLO before any greeting could arrive (an early talker).
+ * Returns everything the server sent until it closed or `ms` passed.
+ */
+function earlyTalker(port: number, localAddress: string, ms = 1500): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress });
+    let text = '';
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(text);
+    };
+    const timer = setTimeout(done, ms);
+    socket.on('connect', () => socket.write('EHLO early.test\r\nQUIT\r\n'));
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    socket.on('close', done);
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+async function listen(server: SMTPServer): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.server.address() as net.AddressInfo).port;
+}
+
+function close(server: SMTPServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+test('a trusted client is greeted before it speaks; an untrusted early talker gets 421', async (t) => {
+  const server = new FastGreetingServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    // As in the relay: no reverse lookup, and onConnect answers at once (the defaults are async).
+    onConnect: (_session, cb) => cb(),
+    disableReverseLookup: true,
+    greetAtOnce: (ip) => ip === '127.0.0.1',
+  });
+  const port = await listen(server);
+  t.after(() => close(server));
+
+  const trusted = await earlyTalker(port, '127.0.0.1');
+  assert.match(trusted, /^220 /, trusted);
+  assert.match(trusted, /\r\n250[- ]/, `EHLO answered: ${trusted}`);
+  assert.doesNotMatch(trusted, /talk too soon/);
+
+  const untrusted = await earlyTalker(port, '127.0.0.2');
+  assert.match(untrusted, /421 .*You talk too soon/, untrusted);
+});
+
+test('without greetAtOnce it behaves like SMTPServer (everyone delayed)', async (t) => {
+  const server = new FastGreetingServer({ logger: false, disabledCommands: ['STARTTLS'], closeTimeout: 100 });
+  const port = await listen(server);
+  t.after(() => close(server));
+  assert.match(await earlyTalker(port, '127.0.0.1'), /421 .*You talk too soon/);
+});
+
+test('a throwing predicate falls back to the delay, and maxClients still holds for trusted clients', async (t) => {
+  const throwing = new FastGreetingServer({
+    logger: false,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    greetAtOnce: () => {
+      throw new Error('boom');
+    },
+  });
+  const port1 = await listen(throwing);
+  t.after(() => close(throwing));
+  assert.match(await earlyTalker(port1, '127.0.0.1'), /421 .*You talk too soon/);
+
+  const limited = new FastGreetingServer({
+    logger: false,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    maxClients: 1,
+    greetAtOnce: () => true,
+  });
+  const port2 = await listen(limited);
+  t.after(() => close(limited));
+  const first = net.connect({ host: '127.0.0.1', port: port2 });
+  first.on('error', () => undefined);
+  t.after(() => {
+    first.destroy();
+  });
+  await new Promise<void>((resolve) => first.once('data', () => resolve()));
+  const second = await earlyTalker(port2, '127.0.0.1');
+  assert.match(second, /^421 .*Too many connected clients/, second);
+});
+
+const relays: { kill(): Promise<void> }[] = [];
+after(async () => {
+  await Promise.all(relays.map((r) => r.kill()));
+});
+
+test('the relay greets its allowlist at once and keeps the early-talker check for others', async () => {
+  const relay = await startRelay({
+    config: { allowlist: [{ cidr: '127.0.0.1/32', name: 'lan' }], log: { level: 'warn' } },
+  });
+  relays.push(relay);
+  const lan = await earlyTalker(relay.port, '127.0.0.1');
+  assert.match(lan, /^220 /, lan);
+  assert.match(lan, /\r\n250[- ]/, lan);
+  const outsider = await earlyTalker(relay.port, '127.0.0.2');
+  assert.match(outsider, /421 .*You talk too soon/, outsider);
+});

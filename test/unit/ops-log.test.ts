@@ -1,0 +1,89 @@
+// The logger's formats: JSON lines off a terminal, readable lines on one, secrets always
+// redacted, addresses masked when `log.maskAddresses` is on (and after a reload turns it on).
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { applyLogOptions, createLogger, maskAddress, maskAddressesInText } from '../../src/log.js';
+
+function capture(isTTY = false): { stream: Writable & { isTTY?: boolean }; lines: () => string[] } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk.toString());
+      cb();
+    },
+  }) as Writable & { isTTY?: boolean };
+  stream.isTTY = isTTY;
+  return { stream, lines: () => chunks.join('').split('\n').filter(Boolean) };
+}
+
+/** winston writes asynchronously: let the stream flush. */
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+test('maskAddress keeps the first letter and the domain', () => {
+  assert.equal(maskAddress('alice@corp.example'), 'a***@corp.example');
+  assert.equal(maskAddress('jdoe'), '***');
+  assert.equal(maskAddress(''), '');
+  assert.equal(
+    maskAddressesInText('550 5.1.1 <bob.smith@example.com>: no such user; cc x@y.example'),
+    '550 5.1.1 <b***@example.com>: no such user; cc x***@y.example',
+  );
+  assert.equal(maskAddressesInText('connected to 10.0.0.1:587'), 'connected to 10.0.0.1:587');
+});
+
+test('JSON lines when not a terminal, every address field and text masked', async () => {
+  const out = capture(false);
+  const log = createLogger({ level: 'info', format: 'auto', maskAddresses: true }, out.stream);
+  log.info('refused <carol@example.net>', {
+    event: 'refused',
+    from: 'alice@corp.example',
+    to: ['bob@example.com', 'dave@example.org'],
+    user: 'jdoe',
+    reply: '550 5.7.1 <erin@example.com> denied',
+    source: 'printers',
+    nested: { recipient: 'frank@example.com' },
+  });
+  await flush();
+  const [line] = out.lines();
+  const parsed = JSON.parse(line ?? '') as Record<string, unknown>;
+  assert.equal(parsed.message, 'refused <c***@example.net>');
+  assert.equal(parsed.from, 'a***@corp.example');
+  assert.deepEqual(parsed.to, ['b***@example.com', 'd***@example.org']);
+  assert.equal(parsed.user, '***');
+  assert.equal(parsed.reply, '550 5.7.1 <e***@example.com> denied');
+  assert.equal(parsed.source, 'printers');
+  assert.deepEqual(parsed.nested, { recipient: 'f***@example.com' });
+  assert.equal(parsed.level, 'info');
+  assert.ok(parsed.timestamp);
+});
+
+test('without maskAddresses addresses stay; secrets are redacted either way', async () => {
+  const out = capture(true);
+  const log = createLogger({ level: 'info', format: 'auto' }, out.stream);
+  log.info('auth to upstream', { from: 'alice@corp.example', pass: 'hunter2', upstream: { password: 'x' } });
+  await flush();
+  const [line] = out.lines();
+  assert.ok(line);
+  assert.ok(!line.startsWith('{'), 'a readable line on a terminal, not JSON');
+  assert.match(line, /^\d\d:\d\d:\d\d info {2}auth to upstream from=alice@corp\.example pass=\[redacted\]/);
+  assert.ok(!line.includes('hunter2'));
+  assert.match(line, /upstream=\{"password":"\[redacted\]"\}/);
+});
+
+test('a reload can turn masking on and change the level', async () => {
+  const out = capture(false);
+  const log = createLogger({ level: 'info', format: 'json' }, out.stream);
+  log.debug('hidden', { from: 'a@b.example' });
+  log.info('before', { from: 'alice@corp.example' });
+  applyLogOptions(log, { level: 'debug', maskAddresses: true });
+  log.debug('after', { from: 'alice@corp.example' });
+  await flush();
+  const lines = out.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    lines.map((l) => [l.message, l.from]),
+    [
+      ['before', 'alice@corp.example'],
+      ['after', 'a***@corp.example'],
+    ],
+  );
+});
