@@ -20,6 +20,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const RESULTS = path.join(REPO, 'bench', 'results');
@@ -136,10 +137,11 @@ function greeting(port, timeoutMs = 2000) {
 
 async function waitGreeting(port, timeoutMs) {
   await waitUntil(
-    () => greeting(port).then(
-      () => true,
-      () => false,
-    ),
+    () =>
+      greeting(port).then(
+        () => true,
+        () => false,
+      ),
     timeoutMs,
     `an SMTP greeting on port ${port}`,
   );
@@ -319,6 +321,7 @@ async function latencyRun(port, { rate, conns, seconds }) {
   await Promise.all(
     Array.from({ length: conns }, async (_, i) => {
       const socket = await connect(port);
+      socket.setNoDelay(true);
       const smtp = new SmtpLine(socket);
       await smtp.reply(); // greeting
       await smtp.command('EHLO client.bench.test\r\n', '250');
@@ -328,9 +331,10 @@ async function latencyRun(port, { rate, conns, seconds }) {
         await smtp.command('MAIL FROM:<device@corp.test>\r\n', '250');
         await smtp.command('RCPT TO:<someone@example.com>\r\n', '250');
         await smtp.command('DATA\r\n', '354');
-        socket.write(body.slice(0, -3));
+        // The whole message and its final dot in one write (no Nagle delay between the two):
+        // the time measured is the server's, from the end of DATA to its 250.
         const t0 = now();
-        await smtp.command('.\r\n', '250');
+        await smtp.command(body, '250');
         samples.push(now() - t0);
         sent++;
         next += interval;
@@ -556,14 +560,22 @@ async function scenarios(server, sink) {
       await drained(sink, base + N.small);
       const e2e = now() - start;
       const label = reuse ? 'connections reused (-d)' : 'a new connection per message';
-      log(`small x${N.small}, 20 sessions, ${label}: accepted in ${ms.toFixed(0)} ms, delivered in ${e2e.toFixed(0)} ms`);
+      log(
+        `small x${N.small}, 20 sessions, ${label}: accepted in ${ms.toFixed(0)} ms, delivered in ${e2e.toFixed(0)} ms`,
+      );
       const suffix = reuse ? '_reuse' : '';
       record(`small20_acc${suffix}`, `2 KB, 20 sessions, ${label}: accepted`, 'msg/s', 'higher', {
         [name]: (N.small * 1000) / ms,
       });
-      record(`small20_e2e${suffix}`, `2 KB, 20 sessions, ${label}: delivered (end to end)`, 'msg/s', 'higher', {
-        [name]: (N.small * 1000) / e2e,
-      });
+      record(
+        `small20_e2e${suffix}`,
+        `2 KB, 20 sessions, ${label}: delivered (end to end)`,
+        'msg/s',
+        'higher',
+        {
+          [name]: (N.small * 1000) / e2e,
+        },
+      );
     }
   }
 
@@ -587,7 +599,9 @@ async function scenarios(server, sink) {
     const peakKb = sampler.stop();
     const mb = (N.largeCount * N.largeSize) / 1024 / 1024;
     log(`10 MB x${N.largeCount}: delivered in ${ms.toFixed(0)} ms, peak ${(peakKb / 1024).toFixed(0)} MB`);
-    record('large_mbs', '10 MB messages, 2 sessions: end to end', 'MB/s', 'higher', { [name]: (mb * 1000) / ms });
+    record('large_mbs', '10 MB messages, 2 sessions: end to end', 'MB/s', 'higher', {
+      [name]: (mb * 1000) / ms,
+    });
     record('large_rss', '10 MB messages: peak memory (PSS, all processes)', 'MB', 'lower', {
       [name]: peakKb / 1024,
     });
@@ -601,7 +615,9 @@ async function scenarios(server, sink) {
       seconds: N.latencySeconds,
     });
     await drained(sink, base + r.sent);
-    log(`latency at ${N.latencyRate}/s over ${N.latencyConns} sessions: ${r.sent} messages, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(2)} ms`);
+    log(
+      `latency at ${N.latencyRate}/s over ${N.latencyConns} sessions: ${r.sent} messages, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(2)} ms`,
+    );
     const label = `accept latency (end of DATA → 250) at ${N.latencyRate} msg/s`;
     record('lat_p50', `${label}: p50`, 'ms', 'lower', { [name]: r.p50 });
     record('lat_p99', `${label}: p99`, 'ms', 'lower', { [name]: r.p99 });
@@ -613,11 +629,14 @@ async function scenarios(server, sink) {
     await sleep(2000);
     const during = sampler.current();
     for (const s of sockets) s.destroy();
-    log(`${N.idle} idle connections (${greeted} greeted): ${(before / 1024).toFixed(0)} MB before, ${(during / 1024).toFixed(0)} MB with them`);
+    log(
+      `${N.idle} idle connections (${greeted} greeted): ${(before / 1024).toFixed(0)} MB before, ${(during / 1024).toFixed(0)} MB with them`,
+    );
     record('idle', `${N.idle} idle connections: memory (PSS, all processes)`, 'MB', 'lower', {
       [name]: during / 1024,
     });
-    if (greeted < N.idle) record('idle', undefined, undefined, undefined, { [`${name}_note`]: `${greeted} greeted` });
+    if (greeted < N.idle)
+      record('idle', undefined, undefined, undefined, { [`${name}_note`]: `${greeted} greeted` });
     await sleep(1000);
   }
 }
@@ -627,12 +646,15 @@ function writeSpool(spoolDir, count) {
   const queue = path.join(spoolDir, 'queue');
   for (const d of ['queue', 'tmp', 'failed']) fs.mkdirSync(path.join(spoolDir, d), { recursive: true });
   const body = Buffer.from(
-    'From: device@corp.test\r\nTo: someone@example.com\r\nSubject: waiting\r\n\r\n' + 'x'.repeat(1900) + '\r\n',
+    'From: device@corp.test\r\nTo: someone@example.com\r\nSubject: waiting\r\n\r\n' +
+      'x'.repeat(1900) +
+      '\r\n',
   );
   const t = Date.now() - count;
   for (let i = 0; i < count; i++) {
     const created = t + i;
-    const id = created.toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
+    const id =
+      created.toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
     fs.writeFileSync(path.join(queue, `${id}.eml`), body);
     const entry = {
       id,
@@ -655,7 +677,9 @@ async function startupScenario(sink) {
   const spoolDir = path.join(dir, 'data');
   const t0 = now();
   writeSpool(spoolDir, N.spool);
-  console.log(`  [smarthost] wrote ${N.spool} messages into the spool in ${((now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `  [smarthost] wrote ${N.spool} messages into the spool in ${((now() - t0) / 1000).toFixed(1)} s`,
+  );
   spawnSync('sync');
   const base = sink.count;
   const server = await startSmarthost(sink.port, { spoolDir, waitReady: false });
@@ -664,15 +688,29 @@ async function startupScenario(sink) {
   await sink.waitFor(base + 1, 120_000);
   const first = now() - server.started;
   await waitListen;
-  console.log(`  [smarthost] ${N.spool} waiting: answering SMTP after ${listening.toFixed(0)} ms, first delivery after ${first.toFixed(0)} ms`);
-  record('startup', `start-up with ${N.spool.toLocaleString('en')} messages waiting: first delivery`, 'ms', 'lower', {
-    smarthost: first,
-    Postfix_note: 'n/a',
-  });
-  record('startup_listen', `start-up with ${N.spool.toLocaleString('en')} messages waiting: answering SMTP`, 'ms', 'lower', {
-    smarthost: listening,
-    Postfix_note: 'n/a',
-  });
+  console.log(
+    `  [smarthost] ${N.spool} waiting: answering SMTP after ${listening.toFixed(0)} ms, first delivery after ${first.toFixed(0)} ms`,
+  );
+  record(
+    'startup',
+    `start-up with ${N.spool.toLocaleString('en')} messages waiting: first delivery`,
+    'ms',
+    'lower',
+    {
+      smarthost: first,
+      Postfix_note: 'n/a',
+    },
+  );
+  record(
+    'startup_listen',
+    `start-up with ${N.spool.toLocaleString('en')} messages waiting: answering SMTP`,
+    'ms',
+    'lower',
+    {
+      smarthost: listening,
+      Postfix_note: 'n/a',
+    },
+  );
   server.child.kill('SIGKILL');
   await once(server.child, 'exit').catch(() => undefined);
 }
@@ -735,6 +773,10 @@ function machine() {
     postfix: version('dpkg-query', ['-W', '-f=${Version}', 'postfix']),
     smarthost: JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).version,
     spoolFs: `${os.tmpdir()} (${fsType})`,
+    loadAtStart: os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
   };
 }
 
@@ -757,7 +799,9 @@ async function main() {
   }
   const started = new Date();
   const info = machine();
-  console.log(`bench: ${info.cpu}, ${info.memory}, node ${info.node}, postfix ${info.postfix}${QUICK ? ' (quick)' : ''}`);
+  console.log(
+    `bench: ${info.cpu}, ${info.memory}, node ${info.node}, postfix ${info.postfix}${QUICK ? ' (quick)' : ''}`,
+  );
   const sink = await startSink();
   console.log(`bench: smtp-sink on 127.0.0.1:${sink.port}`);
 
@@ -786,6 +830,10 @@ async function main() {
   sink.stop();
 
   const md = table();
+  const endLoad = os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
   console.log(`\n${md}\n`);
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   fs.mkdirSync(RESULTS, { recursive: true });
@@ -796,11 +844,22 @@ async function main() {
     '',
     md,
     '',
-    `Machine: ${info.cpu}, ${info.memory}, ${info.os}; Node ${info.node}; Postfix ${info.postfix}; spool and queue on ${info.spoolFs}.`,
+    `Machine: ${info.cpu}, ${info.memory}, ${info.os}; Node ${info.node}; Postfix ${info.postfix}; ` +
+      `spool and queue on ${info.spoolFs}; load average at start ${info.loadAtStart}, at the end ${endLoad}.`,
     '',
   ].join('\n');
   fs.writeFileSync(path.join(RESULTS, `${stamp}.md`), report);
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), report);
+  // A full run also refreshes the table in BENCHMARKS.md (between its bench:table markers).
+  const doc = path.join(REPO, 'BENCHMARKS.md');
+  if (!QUICK && !NO_POSTFIX && ONLY.length === 0 && fs.existsSync(doc)) {
+    const text = fs.readFileSync(doc, 'utf8');
+    const updated = text.replace(
+      /<!-- bench:table -->[\s\S]*<!-- \/bench:table -->/,
+      `<!-- bench:table -->\n${report.split('\n').slice(2).join('\n').trim()}\n<!-- /bench:table -->`,
+    );
+    if (updated !== text) fs.writeFileSync(doc, updated);
+  }
   console.log(`bench: results in bench/results/${stamp}.{json,md} and bench/results/latest.md`);
 }
 

@@ -72,11 +72,18 @@ export function maskAddressesInText(text: string): string {
   return text.replace(ADDRESS_IN_TEXT, (_m, local: string, domain: string) => `${local[0]}***@${domain}`);
 }
 
+/** Plain objects and arrays are walked; anything else (Date, Buffer, class instances) is left. */
+function isPlain(value: object): boolean {
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return Array.isArray(value) || proto === Object.prototype || proto === null;
+}
+
 function maskValue(value: unknown, addressField: boolean, depth: number): unknown {
   if (typeof value === 'string') return addressField ? maskAddress(value) : maskAddressesInText(value);
   if (depth > 4 || value === null || typeof value !== 'object') return value;
-  if (Array.isArray(value)) return value.map((v) => maskValue(v, addressField, depth + 1));
   if (value instanceof Error) return maskAddressesInText(value.message);
+  if (!isPlain(value)) return value;
+  if (Array.isArray(value)) return value.map((v) => maskValue(v, addressField, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value)) {
     out[key] = maskValue(v, addressField || ADDRESS_FIELDS.has(normaliseKey(key)), depth + 1);
@@ -85,7 +92,7 @@ function maskValue(value: unknown, addressField: boolean, depth: number): unknow
 }
 
 function redactSecrets(value: unknown, depth: number): unknown {
-  if (depth > 4 || value === null || typeof value !== 'object') return value;
+  if (depth > 4 || value === null || typeof value !== 'object' || !isPlain(value)) return value;
   if (Array.isArray(value)) return value.map((v) => redactSecrets(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value)) {

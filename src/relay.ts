@@ -186,7 +186,10 @@ export class Relay {
   applyConfig(config: Config): void {
     this.current = {
       config,
-      policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit, previous: this.current.policy }),
+      policy: new PolicyEngine(config, {
+        upstreamSizeLimit: this.upstreamSizeLimit,
+        previous: this.current.policy,
+      }),
     };
     applyLogOptions(this.options.log, config.log);
   }

@@ -9,6 +9,8 @@ import { CliError, EXIT_REFUSED, printJson, say, withConfigOption } from './outp
 const DURATION_KEYS = new Set(['maxAge', 'retry', 'authFailureWindow', 'authLockout', 'grace', 'timeout']);
 const SIZE_KEYS = new Set(['maxMessageSize']);
 const MASK = '********';
+/** Values never printed: passwords, hashes, OAuth client secrets and tokens. */
+const SECRET_KEYS = /^(pass|password|clientSecret|refreshToken|accessToken|token|secret|apiKey|privateKey)$/i;
 
 function size(bytes: number): string {
   if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}MB`;
@@ -20,7 +22,7 @@ function size(bytes: number): string {
 export function presentConfig(config: Config): Record<string, unknown> {
   const walk = (value: unknown, key: string): unknown => {
     if (value === undefined) return undefined;
-    if (key === 'pass' || key === 'password') return value ? MASK : value;
+    if (SECRET_KEYS.test(key)) return value ? MASK : value;
     if (DURATION_KEYS.has(key)) {
       if (typeof value === 'number') return formatDuration(value);
       if (Array.isArray(value)) return value.map((v) => (typeof v === 'number' ? formatDuration(v) : v));

@@ -1,4 +1,5 @@
 // The `smarthost` command line. Each subcommand lives in its own module.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { allowlistCommand } from './allowlist.js';
 import { checkConfigCommand } from './check-config.js';
@@ -11,9 +12,15 @@ import { userCommand } from './user.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
 
+// dist/src/cli/index.js → the package's package.json.
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
 const program = new Command();
 program
   .name('smarthost')
+  .version(version, '-V, --version')
   .description('An SMTP smarthost for company networks: devices send here, it forwards to your ESP.')
   .showHelpAfterError();
 

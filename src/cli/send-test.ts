@@ -50,6 +50,7 @@ export function sendTestCommand(): Command {
     let host: string;
     let port: number;
     let hostname = osHostname();
+    let implicitTls = false;
     if (opts.server) {
       ({ host, port } = parseServer(opts.server));
     } else {
@@ -58,6 +59,7 @@ export function sendTestCommand(): Command {
       hostname = config.hostname;
       host = listener.host === '0.0.0.0' ? '127.0.0.1' : listener.host === '::' ? '::1' : listener.host;
       port = listener.port;
+      implicitTls = listener.implicitTls;
     }
     if (opts.user && !opts.passwordStdin)
       usage('--user needs --password-stdin (the password is read from stdin)');
@@ -66,7 +68,7 @@ export function sendTestCommand(): Command {
     const transport = nodemailer.createTransport({
       host,
       port,
-      secure: false,
+      secure: implicitTls,
       name: osHostname(),
       requireTLS: Boolean(opts.user),
       // The relay's own certificate is often self-signed: this is a test of the relay, not of its certificate.

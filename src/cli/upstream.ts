@@ -198,10 +198,10 @@ async function login(upstream: Upstream, hostname: string): Promise<VerifyReport
   const transport = nodemailer.createTransport(single as SMTPTransport.Options);
   try {
     await transport.verify();
-    return { ok: true, user: upstream.user };
+    return { ok: true, user: upstream.user ?? upstream.auth?.user };
   } catch (err) {
     const e = err as Error & { response?: string };
-    return { ok: false, user: upstream.user, error: e.response ?? e.message };
+    return { ok: false, user: upstream.user ?? upstream.auth?.user, error: e.response ?? e.message };
   } finally {
     transport.close();
   }

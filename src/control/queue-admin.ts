@@ -46,7 +46,8 @@ export class QueueAdmin {
   constructor(
     private readonly spool: Spool,
     /** The running relay's queue; absent when working on the spool of a stopped relay. */
-    private readonly queue?: DeliveryQueue,
+    private readonly queue?: Pick<DeliveryQueue, 'retryNow' | 'forget' | 'isInFlight' | 'enqueue'>,
+    private readonly inFlightWaitMs = IN_FLIGHT_WAIT_MS,
   ) {}
 
   private async ids(): Promise<string[]> {
@@ -132,7 +133,7 @@ export class QueueAdmin {
         // Out of the schedule first, so no new attempt starts; then let one in progress end
         // (it may deliver), rather than pull the file from under it.
         this.queue.forget(id);
-        const deadline = Date.now() + IN_FLIGHT_WAIT_MS;
+        const deadline = Date.now() + this.inFlightWaitMs;
         while (this.queue.isInFlight(id) && Date.now() < deadline) await sleep(50);
         if (this.queue.isInFlight(id)) {
           throw new ControlRefusal(`${id} is being delivered right now; try again in a moment`);

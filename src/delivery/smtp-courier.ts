@@ -117,6 +117,7 @@ export class UpstreamClient {
   private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
   private readonly clock: Clock;
   private probing: Promise<void> | undefined;
+  private lastProbeAt = -Infinity;
   private probeConnection: SMTPConnection | undefined;
   private closed = false;
 
@@ -153,10 +154,11 @@ export class UpstreamClient {
       return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply, upstream }));
     }
     let reached = true;
+    const raw = createReadStream(bodyPath);
     try {
       const info = await this.transport.sendMail({
         envelope: { from: entry.from, to: recipients },
-        raw: createReadStream(bodyPath),
+        raw,
       });
       const rejected = new Map<string, RejectedError>();
       for (const err of (info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? []) {
@@ -187,6 +189,8 @@ export class UpstreamClient {
       });
     } finally {
       slot.finish(reached);
+      // A send that failed before DATA never read the file: close it now, not at GC.
+      raw.destroy();
     }
   }
 
@@ -210,7 +214,8 @@ export class UpstreamClient {
       this.deps.log?.info(`upstream ${this.name} is back`, { event: 'upstream_up', upstream: this.name });
       this.deps.emit?.({ upstream: this.name, state: 'up' });
     }
-    if (this.maxSize === undefined) void this.probe();
+    // SIZE not learned yet (the check at start failed): check again, at most once a minute.
+    if (this.maxSize === undefined && this.clock.now() - this.lastProbeAt >= 60_000) void this.probe();
   }
 
   private throttled(err: SmtpFailure): void {
@@ -233,6 +238,7 @@ export class UpstreamClient {
    */
   probe(): Promise<void> {
     if (this.closed) return Promise.resolve();
+    if (!this.probing) this.lastProbeAt = this.clock.now();
     this.probing ??= this.runProbe().finally(() => {
       this.probing = undefined;
       this.probeConnection = undefined;

@@ -74,16 +74,28 @@ export function resolveOAuth2(
     }
   }
   if (problems.length > before) return undefined;
-  return {
+  const settings: OAuth2Settings = {
     type: 'oauth2',
     provider: auth.provider,
     user: user!,
     tenant: auth.tenant,
     clientId: auth.clientId,
-    clientSecret,
-    refreshToken,
-    serviceAccount,
     tokenUrl: auth.tokenUrl,
     scope: auth.scope,
   };
+  // The secrets are there to be read, not listed: whatever prints or serialises the config
+  // (a config dump, a debug log of an object) does not see them.
+  hidden(settings, 'clientSecret', clientSecret);
+  hidden(settings, 'refreshToken', refreshToken);
+  if (serviceAccount) {
+    const { privateKey, ...account } = serviceAccount;
+    hidden(account, 'privateKey', privateKey);
+    settings.serviceAccount = account as NonNullable<OAuth2Settings['serviceAccount']>;
+  }
+  return settings;
+}
+
+function hidden(target: object, key: string, value: string | undefined): void {
+  if (value === undefined) return;
+  Object.defineProperty(target, key, { value, enumerable: false, writable: false, configurable: false });
 }

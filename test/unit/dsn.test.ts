@@ -66,7 +66,7 @@ describe('buildDsn', () => {
     const [perMessage, perRecipient] = status!.body.split('\r\n\r\n');
     assert.match(perMessage!, /^Reporting-MTA: dns; relay\.test\r\n/);
     assert.match(perMessage!, /Arrival-Date: Sat, 28 Nov 2026 12:00:00 \+0000/);
-    assert.deepEqual(perRecipient!.split('\r\n'), [
+    assert.deepEqual(perRecipient!.replace(/(\r\n)+$/, '').split('\r\n'), [
       'Final-Recipient: rfc822; nobody@example.com',
       'Action: failed',
       'Status: 5.1.1',

@@ -87,3 +87,18 @@ test('a reload can turn masking on and change the level', async () => {
     ],
   );
 });
+
+test('errors and other objects in fields survive the formats', async () => {
+  const out = capture(false);
+  const log = createLogger({ level: 'info', format: 'json' }, out.stream);
+  log.info('x', { when: new Date(0), nested: { at: new Date(0) } });
+  const masked = capture(false);
+  const mlog = createLogger({ level: 'info', format: 'json', maskAddresses: true }, masked.stream);
+  mlog.info('y', { error: new Error('550 <bob@example.com> unknown') });
+  await flush();
+  const line = JSON.parse(out.lines()[0] ?? '') as Record<string, unknown>;
+  assert.equal(line.when, '1970-01-01T00:00:00.000Z');
+  assert.deepEqual(line.nested, { at: '1970-01-01T00:00:00.000Z' });
+  const mline = JSON.parse(masked.lines()[0] ?? '') as Record<string, unknown>;
+  assert.equal(mline.error, '550 <b***@example.com> unknown');
+});

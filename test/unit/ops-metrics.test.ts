@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { after, test } from 'node:test';
+import { makeTempDirSync } from '../helpers/tmp.js';
 import { silentLogger } from '../../src/log.js';
 import { Metrics, type ListenerProbe } from '../../src/metrics.js';
 import type { DeliveryQueue } from '../../src/queue/delivery-queue.js';
@@ -12,14 +13,15 @@ import type { Spool } from '../../src/spool/spool.js';
 import { metricValue } from '../e2e/ops-common.js';
 
 const servers: net.Server[] = [];
+const queueDir = makeTempDirSync('smarthost-metrics');
 after(() => {
   for (const s of servers) s.close();
 });
 
 function fakeSpool(writable: () => boolean): Spool {
   return {
-    dir: '/nonexistent/spool',
-    queueDir: '/nonexistent/spool/queue',
+    dir: queueDir,
+    queueDir,
     isWritable: async () => writable(),
     read: async () => undefined,
   } as unknown as Spool;

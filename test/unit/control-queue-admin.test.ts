@@ -1,0 +1,144 @@
+// The queue commands' work (src/control/queue-admin.ts) on a real spool, and the control socket
+// (src/control/server.ts + client.ts) end to end in one process.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { controlRequest, ControlError, RelayNotRunning } from '../../src/control/client.js';
+import { ControlRefusal } from '../../src/control/protocol.js';
+import { QueueAdmin } from '../../src/control/queue-admin.js';
+import { ControlServer } from '../../src/control/server.js';
+import { silentLogger } from '../../src/log.js';
+import { newQueueId } from '../../src/spool/entry.js';
+import { Spool } from '../../src/spool/spool.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+async function spoolWith(count: number): Promise<{ spool: Spool; ids: string[] }> {
+  const spool = new Spool(path.join(await makeTempDir('queue-admin'), 'data'));
+  await spool.init();
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = newQueueId(Date.now() + i);
+    await spool.acceptBuffer(Buffer.from(`Subject: m${i}\r\n\r\nbody\r\n`), {
+      id,
+      from: 'app@corp.example',
+      originalFrom: 'app@corp.example',
+      recipients: [{ address: `u${i}@example.com`, status: 'pending' }],
+      source: 'local',
+      client: { address: '127.0.0.1' },
+      createdAt: Date.now(),
+      attempts: 1,
+      nextAttemptAt: Date.now() + 3_600_000,
+      lastError: 'ECONNREFUSED',
+    });
+    ids.push(id);
+  }
+  return { spool, ids };
+}
+
+/** A stand-in for the relay's DeliveryQueue that records what it was told. */
+function fakeQueue(inFlight: Set<string>) {
+  const calls: string[] = [];
+  return {
+    calls,
+    retryNow: (ids?: string[]) => (calls.push(`retry ${ids?.join(',')}`), ids?.length ?? 0),
+    forget: (id: string) => void calls.push(`forget ${id}`),
+    isInFlight: (id: string) => inFlight.has(id),
+    enqueue: (id: string) => void calls.push(`enqueue ${id}`),
+  };
+}
+
+describe('queue admin', () => {
+  test('delete waits for a delivery in progress, then forgets and removes the message', async () => {
+    const { spool, ids } = await spoolWith(2);
+    const inFlight = new Set([ids[0]!]);
+    const queue = fakeQueue(inFlight);
+    const admin = new QueueAdmin(spool, queue, 5_000);
+    const deleting = admin.delete([ids[0]!]);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.ok(await spool.read(ids[0]!), 'removed while its delivery was still in progress');
+    inFlight.clear();
+    const result = await deleting;
+    assert.deepEqual(result.done, [ids[0]]);
+    assert.equal(await spool.read(ids[0]!), undefined);
+    assert.ok(queue.calls.includes(`forget ${ids[0]}`));
+    assert.deepEqual(await spool.list(), [ids[1]]);
+  });
+
+  test('delete refuses when the delivery does not end in time, and leaves the message', async () => {
+    const { spool, ids } = await spoolWith(1);
+    const admin = new QueueAdmin(spool, fakeQueue(new Set(ids)), 100);
+    await assert.rejects(
+      admin.delete(ids),
+      (err: unknown) => err instanceof ControlRefusal && /being delivered/.test(err.message),
+    );
+    assert.ok(await spool.read(ids[0]!));
+  });
+
+  test('retry --all asks the running queue; offline it makes them due now', async () => {
+    const { spool, ids } = await spoolWith(2);
+    const queue = fakeQueue(new Set());
+    const live = await new QueueAdmin(spool, queue).retry('all');
+    assert.deepEqual(live.done, ids);
+    assert.deepEqual(queue.calls, [`retry ${ids.join(',')}`]);
+
+    const offline = await new QueueAdmin(spool).retry([ids[0]!, newQueueId()]);
+    assert.deepEqual(offline.done, [ids[0]]);
+    assert.equal(offline.missing.length, 1);
+    assert.ok((await spool.read(ids[0]!))!.nextAttemptAt <= Date.now());
+    assert.ok((await spool.read(ids[1]!))!.nextAttemptAt > Date.now());
+  });
+
+  test('dead letters: listed, requeued (and handed to the queue), deleted', async () => {
+    const { spool, ids } = await spoolWith(2);
+    for (const id of ids) await spool.moveToFailed((await spool.read(id))!, '550 no such user');
+    const queue = fakeQueue(new Set());
+    const admin = new QueueAdmin(spool, queue);
+    assert.deepEqual(
+      (await admin.failed()).map((d) => d.id),
+      ids,
+    );
+    assert.deepEqual((await admin.requeue([ids[0]!])).done, [ids[0]]);
+    assert.ok(queue.calls.includes(`enqueue ${ids[0]}`));
+    assert.equal((await spool.read(ids[0]!))!.recipients[0]!.status, 'pending');
+    assert.deepEqual((await admin.delete([ids[1]!])).done, [ids[1]]);
+    assert.deepEqual(await admin.failed(), []);
+    assert.match((await admin.show(ids[0]!)).headers, /^Subject: m0$/);
+  });
+});
+
+describe('control socket', () => {
+  test('owner-only socket; results, refusals and unknown commands come back; no relay is told apart', async () => {
+    const dir = await makeTempDir('control');
+    const socketPath = path.join(dir, 'control.sock');
+    await assert.rejects(
+      controlRequest(socketPath, 'ping'),
+      (err: unknown) => err instanceof RelayNotRunning,
+    );
+
+    const server = new ControlServer(socketPath, silentLogger());
+    server.registerHandler('echo', (args) => ({ got: args }));
+    server.registerHandler('no', () => {
+      throw new ControlRefusal('not today');
+    });
+    await server.listen();
+    try {
+      assert.equal((await fs.stat(socketPath)).mode & 0o777, 0o600);
+      assert.deepEqual(await controlRequest(socketPath, 'echo', { a: 1 }), { got: { a: 1 } });
+      await assert.rejects(
+        controlRequest(socketPath, 'no'),
+        (err: unknown) =>
+          err instanceof ControlError && err.code === 'refused' && err.message === 'not today',
+      );
+      await assert.rejects(
+        controlRequest(socketPath, 'nope'),
+        (err: unknown) => err instanceof ControlError && err.code === 'unknown',
+      );
+      // A second server on the same socket is refused rather than stealing it.
+      await assert.rejects(new ControlServer(socketPath, silentLogger()).listen(), /another process answers/);
+    } finally {
+      await server.close();
+    }
+    await assert.rejects(fs.stat(socketPath), /ENOENT/);
+  });
+});

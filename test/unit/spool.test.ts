@@ -1,0 +1,187 @@
+// The durable spool: a message is a body and an envelope in queue/, written through tmp/;
+// a failed write leaves nothing; start-up sweeps what a crash left; dead letters and requeue.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import { newQueueId, pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../../src/spool/entry.js';
+import { Spool, type NewEntry } from '../../src/spool/spool.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+async function newSpool(): Promise<Spool> {
+  const spool = new Spool(path.join(await makeTempDir('spool'), 'data'));
+  await spool.init();
+  return spool;
+}
+
+function entry(overrides: Partial<NewEntry> = {}): NewEntry {
+  const now = Date.now();
+  return {
+    id: newQueueId(),
+    from: 'app@corp.example',
+    originalFrom: 'app@corp.example',
+    recipients: [
+      { address: 'a@example.com', status: 'pending' },
+      { address: 'b@example.com', status: 'pending' },
+    ],
+    source: 'test',
+    client: { address: '127.0.0.1' },
+    createdAt: now,
+    attempts: 0,
+    nextAttemptAt: now,
+    ...overrides,
+  };
+}
+
+const ls = async (dir: string) => (await fs.readdir(dir)).sort();
+
+describe('queue ids', () => {
+  test('match the pattern and sort by time', () => {
+    const early = newQueueId(1_000_000);
+    const late = newQueueId(2_000_000_000_000);
+    assert.match(early, QUEUE_ID_PATTERN);
+    assert.match(late, QUEUE_ID_PATTERN);
+    assert.ok(early < late);
+    assert.notEqual(newQueueId(5), newQueueId(5), 'random part');
+  });
+});
+
+describe('Spool', () => {
+  test('accept writes <id>.eml and <id>.json into queue/, nothing left in tmp/', async () => {
+    const spool = await newSpool();
+    const e = entry();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: a\r\n\r\n'), Buffer.from('body\r\n')]), e);
+    assert.equal(stored.size, 20);
+    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.eml`, `${e.id}.json`]);
+    assert.deepEqual(await ls(spool.tmpDir), []);
+    assert.equal(await fs.readFile(spool.bodyPath(e.id), 'utf8'), 'Subject: a\r\n\r\nbody\r\n');
+    assert.deepEqual(await spool.read(e.id), stored);
+    assert.equal(await spool.bodySize(e.id), 20);
+  });
+
+  test('a stream that fails midway leaves no file anywhere', async () => {
+    const spool = await newSpool();
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(100_000, 0x61));
+        this.destroy(new Error('client went away'));
+      },
+    });
+    await assert.rejects(spool.accept(failing, entry()), /client went away/);
+    assert.deepEqual(await ls(spool.tmpDir), []);
+    assert.deepEqual(await ls(spool.queueDir), []);
+  });
+
+  test('a large body is written whole', async () => {
+    const spool = await newSpool();
+    const chunks = Array.from({ length: 100 }, (_, i) => Buffer.alloc(10_000 + i, 0x30 + (i % 10)));
+    const e = entry();
+    const stored = await spool.accept(Readable.from(chunks), e);
+    const expected = Buffer.concat(chunks);
+    assert.equal(stored.size, expected.length);
+    assert.ok((await fs.readFile(spool.bodyPath(e.id))).equals(expected));
+  });
+
+  test('update rewrites the envelope only; the body file is the same file', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
+    const before = await fs.stat(spool.bodyPath(stored.id));
+    const changed: QueueEntry = {
+      ...stored,
+      attempts: 1,
+      lastError: '451 later',
+      recipients: [
+        { address: 'a@example.com', status: 'delivered' },
+        { address: 'b@example.com', status: 'pending', lastReply: '451 later' },
+      ],
+    };
+    await spool.update(changed);
+    assert.deepEqual(await spool.read(stored.id), changed);
+    assert.deepEqual(pendingRecipients(changed), ['b@example.com']);
+    const after = await fs.stat(spool.bodyPath(stored.id));
+    assert.equal(after.ino, before.ino);
+    assert.equal(after.mtimeMs, before.mtimeMs);
+    assert.deepEqual(await ls(spool.tmpDir), []);
+  });
+
+  test('remove deletes both files; read then says undefined', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
+    assert.equal(await spool.remove(stored.id), true);
+    assert.equal(await spool.remove(stored.id), false);
+    assert.equal(await spool.read(stored.id), undefined);
+    assert.deepEqual(await ls(spool.queueDir), []);
+  });
+
+  test('list gives queued ids oldest first and ignores foreign files', async () => {
+    const spool = await newSpool();
+    const ids = [];
+    for (const t of [3_000_000, 1_000_000, 2_000_000]) {
+      const e = entry({ id: newQueueId(t) });
+      await spool.accept(Readable.from([Buffer.from('x')]), e);
+      ids.push(e.id);
+    }
+    await fs.writeFile(path.join(spool.queueDir, 'README.json'), '{}');
+    await fs.writeFile(path.join(spool.queueDir, 'notes.txt'), '');
+    assert.deepEqual(await spool.list(), [...ids].sort());
+    assert.deepEqual(await spool.list(), [ids[1], ids[2], ids[0]]);
+  });
+
+  test('init sweeps temp files and bodies without an envelope, keeps whole messages', async () => {
+    const spool = await newSpool();
+    const kept = await spool.accept(Readable.from([Buffer.from('x')]), entry());
+    await fs.writeFile(path.join(spool.tmpDir, 'A.1.1.eml'), 'half');
+    await fs.writeFile(path.join(spool.tmpDir, 'A.1.2.json'), '{');
+    const orphan = newQueueId();
+    await fs.writeFile(spool.bodyPath(orphan), 'no envelope, never acknowledged');
+    const again = new Spool(spool.dir);
+    assert.deepEqual(await again.init(), { tmpFiles: 2, orphanBodies: 1 });
+    assert.deepEqual(await ls(again.tmpDir), []);
+    assert.deepEqual(await again.list(), [kept.id]);
+    assert.deepEqual(await ls(again.queueDir), [`${kept.id}.eml`, `${kept.id}.json`]);
+    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0 });
+  });
+
+  test('moveToFailed keeps body and state with the reason; requeue brings it back', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: dead\r\n\r\n')]), entry());
+    stored.recipients[0]!.status = 'delivered';
+    stored.recipients[1]!.status = 'failed';
+    await spool.moveToFailed(stored, 'b@example.com: 550 5.1.1 gone');
+    assert.deepEqual(await spool.list(), []);
+    assert.deepEqual(await ls(spool.queueDir), []);
+    assert.deepEqual(await ls(spool.failedDir), [`${stored.id}.eml`, `${stored.id}.json`]);
+    const [dead] = await spool.listFailed();
+    assert.equal(dead?.id, stored.id);
+    assert.equal(dead?.reason, 'b@example.com: 550 5.1.1 gone');
+    assert.equal(typeof dead?.failedAt, 'number');
+
+    const requeued = await spool.requeue(stored.id, 1234);
+    assert.ok(requeued);
+    assert.deepEqual(
+      requeued.recipients.map((r) => r.status),
+      ['delivered', 'pending'],
+      'only the failed recipient is pending again',
+    );
+    assert.equal(requeued.nextAttemptAt, 1234);
+    assert.deepEqual(await spool.list(), [stored.id]);
+    assert.equal(await fs.readFile(spool.bodyPath(stored.id), 'utf8'), 'Subject: dead\r\n\r\n');
+    assert.deepEqual(await ls(spool.failedDir), []);
+    assert.equal(await spool.requeue('0NOSUCHID0000000000'), undefined);
+  });
+
+  test('acceptBuffer queues a message the relay made itself', async () => {
+    const spool = await newSpool();
+    const e = entry({ from: '', bounceOf: 'X' });
+    const stored = await spool.acceptBuffer(Buffer.from('bounce'), e);
+    assert.equal(stored.size, 6);
+    assert.equal((await spool.read(e.id))?.bounceOf, 'X');
+  });
+
+  test('isWritable is true on a working spool and leaves no probe behind', async () => {
+    const spool = await newSpool();
+    assert.equal(await spool.isWritable(), true);
+    assert.deepEqual(await ls(spool.tmpDir), []);
+  });
+});
