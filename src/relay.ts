@@ -203,7 +203,7 @@ export class Relay {
       event: 'stopping',
     });
     await this.control.close();
-    await Promise.all(this.listeners.map((l) => l.close()));
+    await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
     this.courier.stopping?.();
     await this.queue.stop();

@@ -20,10 +20,10 @@ function size(bytes: number): string {
 
 /** The config as an admin reads it: units back in words, secrets masked. */
 export function presentConfig(config: Config): Record<string, unknown> {
-  const walk = (value: unknown, key: string): unknown => {
+  const walk = (value: unknown, key: string, parent = ''): unknown => {
     if (value === undefined) return undefined;
     if (SECRET_KEYS.test(key)) return value ? MASK : value;
-    if (DURATION_KEYS.has(key)) {
+    if (DURATION_KEYS.has(key) || parent === 'backoff') {
       if (typeof value === 'number') return formatDuration(value);
       if (Array.isArray(value)) return value.map((v) => (typeof v === 'number' ? formatDuration(v) : v));
     }
@@ -34,7 +34,7 @@ export function presentConfig(config: Config): Record<string, unknown> {
       if (typeof rate.text === 'string' && typeof rate.perMs === 'number') return rate.text;
       const out: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(value)) {
-        const shown = walk(v, k);
+        const shown = walk(v, k, key);
         if (shown !== undefined) out[k] = shown;
       }
       return out;

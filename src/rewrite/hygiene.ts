@@ -36,7 +36,10 @@ export function receivedHeader(info: TraceInfo): string {
   const helo = sanitize(info.helo ?? 'unknown') || 'unknown';
   const protocol = `ESMTP${info.tls ? 'S' : ''}${info.authenticated ? 'A' : ''}`;
   const ip = info.clientAddress.includes(':') ? `IPv6:${info.clientAddress}` : info.clientAddress;
-  const single = info.recipients.length === 1 ? `\r\n\tfor <${sanitize(info.recipients[0] ?? '')}>` : '';
+  // The one recipient is named only when it can be written as is: sanitising an address
+  // (an SMTPUTF8 one, say) would name a different mailbox.
+  const only = info.recipients.length === 1 ? (info.recipients[0] ?? '') : '';
+  const single = only && sanitize(only) === only ? `\r\n\tfor <${only}>` : '';
   return (
     `Received: from ${helo} ([${ip}])\r\n\tby ${sanitize(info.hostname)} (smarthost) with ${protocol} id ${info.queueId}` +
     `${single};\r\n\t${rfc5322Date(info.date)}`

@@ -43,6 +43,13 @@ interface CheckedAddress {
 
 type Callback = (err?: Error | null) => void;
 
+/** The part of smtp-server's connection object that a graceful shutdown needs. */
+interface OpenConnection {
+  session?: SMTPServerSession;
+  send(code: number, text: string): void;
+  close(): void;
+}
+
 /** A well-formed hash no password matches: unknown users are checked against it. */
 const UNKNOWN_USER_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
 
@@ -116,8 +123,32 @@ export class Listener {
     });
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+  /**
+   * Stops accepting and lets sessions finish the message they are sending, up to `graceMs`.
+   * smtp-server's own close() answers every further command with 421 at once, which would
+   * cut off a device between MAIL and DATA; so we stop the socket server ourselves, close
+   * sessions as soon as they are between messages, and force only what is left at the end.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.server.server.close();
+    const deadline = Date.now() + graceMs;
+    for (;;) {
+      for (const connection of this.connections()) {
+        if (!connection.session?.envelope?.mailFrom) this.hangUp(connection);
+      }
+      if (this.connections().length === 0 || Date.now() >= deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    for (const connection of this.connections()) this.hangUp(connection);
+  }
+
+  private connections(): OpenConnection[] {
+    return [...(this.server as unknown as { connections: Set<OpenConnection> }).connections];
+  }
+
+  private hangUp(connection: OpenConnection): void {
+    connection.send(421, `${smtpErrors.shuttingDown().message}`);
+    connection.close();
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -292,7 +323,8 @@ export class Listener {
     }
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const sender = planSender(from, source.policy);
-    const sizeLimit = Math.min(policy.messageSizeLimit(source), policy.maxAdvertisedSize());
+    const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize());
+    const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
     try {
       const entry = await receiveMessage(
         stream as never,
@@ -311,6 +343,7 @@ export class Listener {
           },
           hostname: policy.config.hostname,
           sizeLimit,
+          sizeError,
         },
         this.deps.spool,
       );
@@ -335,8 +368,7 @@ export class Listener {
       this.deps.accepted(entry);
       cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     } catch (err) {
-      if (stream.sizeExceeded)
-        return this.fail(smtpErrors.messageTooBig(sizeLimit, source.name), session, cb, source.name);
+      if (stream.sizeExceeded) return this.fail(sizeError(), session, cb, source.name);
       if (!(err instanceof SmtpError)) {
         this.deps.log.error('could not queue a message', {
           event: 'spool_error',

@@ -24,12 +24,17 @@ export interface Transaction {
   client: { address: string; helo?: string; user?: string; tls: boolean };
   hostname: string;
   sizeLimit: number;
+  /** The refusal for a message over sizeLimit (names whose limit it is). */
+  sizeError?: () => Error;
   /** Further header changes for this message (sender rewriting). */
   editHeaders?: (headers: Headers) => void;
 }
 
 export async function receiveMessage(stream: Readable, tx: Transaction, spool: Spool): Promise<QueueEntry> {
-  const guard = new SizeGuard(tx.sizeLimit, () => smtpErrors.messageTooBig(tx.sizeLimit, tx.source.name));
+  const guard = new SizeGuard(
+    tx.sizeLimit,
+    tx.sizeError ?? (() => smtpErrors.messageTooBig(tx.sizeLimit, tx.source.name)),
+  );
   const rewriter = new HeaderRewriter({
     prepend: [
       receivedHeader({

@@ -33,7 +33,7 @@ export class Spool {
   }
 
   /** Creates the folders, and sweeps what a crash left behind. Returns what was swept. */
-  async init(): Promise<{ tmpFiles: number; orphanBodies: number }> {
+  async init(): Promise<{ tmpFiles: number; orphanBodies: number; interruptedMoves: number }> {
     for (const dir of [this.dir, this.queueDir, this.tmpDir, this.failedDir]) {
       await mkdir(dir, { recursive: true, mode: 0o750 });
     }
@@ -44,13 +44,23 @@ export class Spool {
     }
     const names = new Set(await readdir(this.queueDir));
     let orphanBodies = 0;
+    let interruptedMoves = 0;
     for (const name of names) {
       if (name.endsWith('.eml') && !names.has(name.replace(/\.eml$/, '.json'))) {
         await unlink(path.join(this.queueDir, name)).catch(() => undefined);
         orphanBodies++;
+      } else if (name.endsWith('.json') && !names.has(name.replace(/\.json$/, '.eml'))) {
+        // An envelope without its body: a move to failed/ was cut short after the body went
+        // (moveToFailed writes the dead letter first). Finish it, or the message would be
+        // retried from a body that is not there until it expired, and bounced twice.
+        const id = name.slice(0, -5);
+        if (await exists(path.join(this.failedDir, `${id}.eml`))) {
+          await unlink(path.join(this.queueDir, name)).catch(() => undefined);
+          interruptedMoves++;
+        }
       }
     }
-    return { tmpFiles, orphanBodies };
+    return { tmpFiles, orphanBodies, interruptedMoves };
   }
 
   bodyPath(id: string): string {
@@ -137,16 +147,18 @@ export class Spool {
 
   /** Moves a message to failed/ (the dead letters) with the reason it could not be delivered. */
   async moveToFailed(entry: QueueEntry, reason: string): Promise<void> {
+    // Dead letter first, then the body, then the queue's envelope: a crash at any point
+    // leaves either the message still queued, or a complete dead letter that init() finishes.
     const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
-    const body = path.join(this.failedDir, `${entry.id}.eml`);
-    await rename(this.bodyPath(entry.id), body).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
     await replaceFileDurably(
       this.tmpPath(entry.id, 'json'),
       path.join(this.failedDir, `${entry.id}.json`),
       JSON.stringify(dead, null, 2),
     );
+    const body = path.join(this.failedDir, `${entry.id}.eml`);
+    await rename(this.bodyPath(entry.id), body).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
     await fsyncDir(this.failedDir);
     await unlink(this.metaPath(entry.id)).catch(() => undefined);
   }
@@ -208,4 +220,11 @@ export class Spool {
   async bodySize(id: string): Promise<number> {
     return (await stat(this.bodyPath(id))).size;
   }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
 }

@@ -1,6 +1,7 @@
 // Acceptance 1 of issue 2: with no upstream configured the relay runs in capture mode, and a
 // message sent to it lands in <spool>/outbox/<id>.eml with its envelope in <id>.json.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -55,5 +56,43 @@ describe('relay: capture mode (no upstream)', () => {
     assert.match(body.toString('latin1'), /\r\n\r\nA scanned page\.\r\n$/);
     // Captured means done: nothing is left in the queue.
     await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0);
+  });
+
+  test('the README example: swaks --server 127.0.0.1:<port> --to a@b.example', async (t) => {
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        execFile('swaks', args, { timeout: 20_000 }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }),
+        );
+      });
+    const probe = await run(['--version']);
+    if (probe.code !== 0) {
+      t.skip('swaks is not installed');
+      return;
+    }
+    const result = await run([
+      '--server',
+      `127.0.0.1:${relay.port}`,
+      '--helo',
+      'swaks.test',
+      '--from',
+      'swaks@corp.example',
+      '--to',
+      'a@b.example',
+      '--header',
+      'Subject: from swaks',
+    ]);
+    assert.equal(result.code, 0, result.out);
+    const id = /queued as (\S+)/.exec(result.out)?.[1];
+    assert.ok(id, result.out);
+    const outbox = path.join(relay.spoolDir, 'outbox');
+    await waitUntil('the swaks message in the outbox', async () =>
+      (await fs.readdir(outbox)).includes(`${id}.json`),
+    );
+    const envelope = JSON.parse(await fs.readFile(path.join(outbox, `${id}.json`), 'utf8')) as {
+      to: string[];
+    };
+    assert.deepEqual(envelope.to, ['a@b.example']);
+    assert.equal(header(await fs.readFile(path.join(outbox, `${id}.eml`)), 'subject'), 'from swaks');
   });
 });

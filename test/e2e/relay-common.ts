@@ -4,6 +4,7 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Esp, EspMessage } from '../helpers/esp.js';
+import type { Relay } from '../helpers/relay.js';
 
 /** The relay's `upstream:` block for the ESP stand-in: STARTTLS + AUTH, its cert trusted via `ca`. */
 export function upstreamFor(esp: Esp): Record<string, unknown> {
@@ -100,7 +101,10 @@ export function header(raw: Buffer | string, name: string): string | undefined {
 }
 
 /** How many times each value of `key(message)` occurs among the ESP's messages. */
-export function countBy(messages: EspMessage[], key: (m: EspMessage) => string | undefined): Map<string, number> {
+export function countBy(
+  messages: EspMessage[],
+  key: (m: EspMessage) => string | undefined,
+): Map<string, number> {
   const counts = new Map<string, number>();
   for (const m of messages) {
     const k = key(m);
@@ -198,4 +202,27 @@ export function connectionRefused(port: number, host = '127.0.0.1'): Promise<boo
     });
     socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
   });
+}
+
+/**
+ * The relay's warnings and errors of the current run (deferrals left out), to put in a failure
+ * message: when mail does not arrive, these usually say why.
+ */
+export function relayTrouble(relay: Relay, max = 15): string {
+  const lines = relay
+    .output()
+    .slice(relay.runOffset)
+    .split('\n')
+    .filter((l) => /"level":"(warn|error)"/.test(l) && !/"event":"deferred"/.test(l));
+  const shown = lines.slice(-max).map((l) => l.slice(0, 400));
+  return shown.length ? `\nrelay warnings/errors (last ${shown.length}):\n${shown.join('\n')}` : '';
+}
+
+/** Runs `wait`; on failure, rethrows with the relay's recent warnings and errors appended. */
+export async function explained<T>(relay: Relay, wait: Promise<T>): Promise<T> {
+  try {
+    return await wait;
+  } catch (err) {
+    throw new Error(`${(err as Error).message}${relayTrouble(relay)}`, { cause: err });
+  }
 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { countBy, header, queuedIds, sleep, upstreamFor, waitUntil } from './relay-common.js';
+import { countBy, header, queuedIds, relayTrouble, sleep, upstreamFor, waitUntil } from './relay-common.js';
 
 const COUNT = Number(process.env.SMARTHOST_CRASH_MESSAGES ?? 2000);
 const CLIENTS = 10;
@@ -127,7 +127,8 @@ describe('relay: SIGKILL in the middle of a load', () => {
           lost
             .slice(0, 5)
             .map((i) => `crash-${i} (queue id ${acked.get(i)})`)
-            .join(', '),
+            .join(', ') +
+          relayTrouble(relay),
       );
     });
     await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0, 30_000);

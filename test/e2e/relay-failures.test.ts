@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp, type EspMessage } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { header, queuedIds, sleep, splitMessage, upstreamFor, waitUntil } from './relay-common.js';
+import { explained, header, queuedIds, sleep, splitMessage, upstreamFor, waitUntil } from './relay-common.js';
 
 describe('relay: upstream refusals', () => {
   let esp: Esp;
@@ -54,10 +54,15 @@ describe('relay: upstream refusals', () => {
       subject: 'tempfail-at-data',
     });
     assert.ok(sent.ok, sent.response);
-    const got = await waitUntil('the retried message', () => withSubject('tempfail-at-data')[0], 20_000);
+    const got = await explained(
+      relay,
+      waitUntil('the retried message', () => withSubject('tempfail-at-data')[0], 20_000),
+    );
     assert.deepEqual(got.to, ['someone@example.com']);
     assert.equal(dataAttempts.get('tempfail-at-data'), 2, 'refused once, accepted at the second attempt');
-    const deferred = await relay.waitForOutput(new RegExp(`^.*"event":"deferred".*"id":"${sent.queueId}".*$`, 'm'));
+    const deferred = await relay.waitForOutput(
+      new RegExp(`^.*"event":"deferred".*"id":"${sent.queueId}".*$`, 'm'),
+    );
     assert.match(deferred[0], /451/);
     await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0);
     await sleep(1500);
@@ -75,8 +80,11 @@ describe('relay: upstream refusals', () => {
     assert.ok(sent.ok, sent.response);
     const id = sent.queueId!;
 
-    const dsn = await waitUntil('the bounce at the ESP', () =>
-      esp.messages.find((m) => m.to.includes('sender@corp.example')),
+    const dsn = await explained(
+      relay,
+      waitUntil('the bounce at the ESP', () =>
+        esp.messages.find((m) => m.to.includes('sender@corp.example')),
+      ),
     );
     assert.equal(dsn.from, '', 'a bounce has the null sender');
     assert.deepEqual(dsn.to, ['sender@corp.example']);
@@ -116,7 +124,10 @@ describe('relay: upstream refusals', () => {
         ['good2@example.com', 'delivered'],
       ],
     );
-    assert.equal(header(await fs.readFile(path.join(failedDir, `${id}.eml`)), 'subject'), 'one-bad-recipient');
+    assert.equal(
+      header(await fs.readFile(path.join(failedDir, `${id}.eml`)), 'subject'),
+      'one-bad-recipient',
+    );
 
     // No second delivery to the good recipients, no second bounce.
     await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0);

@@ -9,7 +9,15 @@ import { after, before, describe, test } from 'node:test';
 import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { header, headerFields, procMemory, queuedIds, upstreamFor, waitUntil } from './relay-common.js';
+import {
+  explained,
+  header,
+  headerFields,
+  procMemory,
+  queuedIds,
+  upstreamFor,
+  waitUntil,
+} from './relay-common.js';
 
 const MB = 1024 * 1024;
 const SIZE = 30 * MB;
@@ -101,7 +109,7 @@ describe('relay: a 30 MB message', { skip: !existsSync('/proc/self/status') && '
         timeoutMs: 60_000,
       });
       assert.ok(sent.ok, sent.response);
-      await esp.waitFor(2, 60_000);
+      await explained(relay, esp.waitFor(2, 60_000));
       await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0);
       peak = await procMemory(pid, 'VmHWM');
     } finally {

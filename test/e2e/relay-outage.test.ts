@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { countBy, header, queuedIds, sleep, upstreamFor, waitUntil } from './relay-common.js';
+import { countBy, explained, header, queuedIds, sleep, upstreamFor, waitUntil } from './relay-common.js';
 
 const COUNT = 200;
 const CLIENTS = 10;
@@ -27,7 +27,12 @@ describe('relay: upstream outage', () => {
   });
 
   test(`${COUNT} messages accepted while the ESP is down all arrive once it is back, once each`, async () => {
+    // First a message through, so the outage cuts an established connection pool.
+    const first = await sendMail({ port: relay.port, from: 'monitor@corp.example', to: ['ops@example.com'] });
+    assert.ok(first.ok, first.response);
+    await explained(relay, esp.waitFor(1));
     await esp.stop();
+    esp.reset();
     const queueIds: string[] = [];
     let next = 0;
     const client = async () => {
@@ -51,9 +56,12 @@ describe('relay: upstream outage', () => {
     assert.ok((await queuedIds(relay.spoolDir)).length > 0, 'the messages wait in the queue');
 
     await esp.start();
-    await esp.waitFor(COUNT, 60_000);
+    await explained(relay, esp.waitFor(COUNT, 60_000));
     // Every message is done, and nothing more comes after the queue is empty.
-    await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0, 30_000);
+    await explained(
+      relay,
+      waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0, 30_000),
+    );
     await sleep(1500);
 
     const counts = countBy(esp.messages, (m) => header(m.raw, 'subject'));

@@ -12,7 +12,14 @@ import { hashPassword } from '../../src/policy/passwords.js';
 import { rawSmtpSession, sendMail } from '../helpers/client.js';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { filesIn, headerFields, queuedIds, upstreamFor, waitUntil } from './relay-common.js';
+import {
+  filesIn,
+  headerFields,
+  openConversation,
+  queuedIds,
+  upstreamFor,
+  waitUntil,
+} from './relay-common.js';
 
 const CRM_PASSWORD = 'crm-password-1';
 
@@ -134,6 +141,28 @@ describe('relay: delivery to an upstream requiring STARTTLS and AUTH', () => {
     assert.ok(got.raw.subarray(bodyAt).equals(original.subarray(original.indexOf('\r\n\r\n'))), 'same body');
   });
 
+  test('an old device with bare LF line ends and an SMTPUTF8 envelope: CRLF out, envelope as given', async () => {
+    const session = await openConversation(relay.port);
+    try {
+      assert.match(await session.command('EHLO old-device'), /SMTPUTF8/);
+      assert.match(await session.command('MAIL FROM:<josé@corp.example> SMTPUTF8'), /^250 /);
+      assert.match(await session.command('RCPT TO:<müller@example.com>'), /^250 /);
+      assert.match(await session.command('DATA'), /^354 /);
+      session.write('Subject: bare-lf\nFrom: josé@corp.example\n\nline one\n.line two\n\nend\r\n');
+      assert.match(await session.command('.'), /^250 2\.0\.0 /);
+      assert.match(await session.command('QUIT'), /^221 /);
+    } finally {
+      session.destroy();
+    }
+    const got = await waitUntil('the message at the ESP', () => bySubject('bare-lf')[0]);
+    assert.equal(got.from, 'josé@corp.example');
+    assert.deepEqual(got.to, ['müller@example.com']);
+    const raw = got.raw.toString('utf8');
+    assert.doesNotMatch(raw, /(?<!\r)\n/, 'no bare LF reaches the ESP');
+    assert.match(raw, /\r\nSubject: bare-lf\r\nFrom: josé@corp\.example\r\n/);
+    assert.match(raw, /\r\n\r\nline one\r\n\.line two\r\n\r\nend\r\n$/);
+  });
+
   test('a client outside the allowlist without AUTH is refused with 5.7.1 and nothing is queued', async () => {
     const sent = await sendMail({
       port: relay.port,
@@ -186,7 +215,10 @@ describe('relay: delivery to an upstream requiring STARTTLS and AUTH', () => {
       subject: 'accepted-with-auth',
     });
     assert.ok(sent.ok, sent.response);
-    const got = await waitUntil('the authenticated message at the ESP', () => bySubject('accepted-with-auth')[0]);
+    const got = await waitUntil(
+      'the authenticated message at the ESP',
+      () => bySubject('accepted-with-auth')[0],
+    );
     assert.equal(got.from, 'crm@corp.example');
     assert.deepEqual(got.to, ['customer@example.com']);
     assert.match(headerFields(got.raw)[0]!.value, /\[127\.0\.0\.2\].* with ESMTPSA /);

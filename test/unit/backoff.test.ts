@@ -21,9 +21,15 @@ describe('retryDelay', () => {
   });
 
   test('jitter stays within ±10 % and is not truncated to whole units', () => {
-    assert.equal(retryDelay(1, SCHEDULE, () => 0), 54_000);
+    assert.equal(
+      retryDelay(1, SCHEDULE, () => 0),
+      54_000,
+    );
     assert.ok(Math.abs(retryDelay(1, SCHEDULE, () => 0.999999) - 66_000) < 0.1);
-    assert.equal(retryDelay(1, [1500], () => 0.123), 1500 * (0.9 + 0.2 * 0.123));
+    assert.equal(
+      retryDelay(1, [1500], () => 0.123),
+      1500 * (0.9 + 0.2 * 0.123),
+    );
     assert.ok(!Number.isInteger(retryDelay(1, [1000], () => 0.3333)));
   });
 

@@ -5,7 +5,13 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { ConfigError, findConfigFile, loadConfig, parseConfig, parseConfigText } from '../../src/config/load.js';
+import {
+  ConfigError,
+  findConfigFile,
+  loadConfig,
+  parseConfig,
+  parseConfigText,
+} from '../../src/config/load.js';
 import { hashPassword } from '../../src/policy/passwords.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
@@ -38,7 +44,10 @@ describe('config defaults', () => {
     assert.deepEqual(config.upstreams, [], 'no upstream: capture mode');
     assert.deepEqual(config.users, []);
     assert.equal(config.queue.maxAge, 72 * 3600_000);
-    assert.deepEqual(config.queue.retry, [1, 5, 15, 30, 60, 120, 240].map((m) => m * 60_000));
+    assert.deepEqual(
+      config.queue.retry,
+      [1, 5, 15, 30, 60, 120, 240].map((m) => m * 60_000),
+    );
     assert.equal(config.limits.maxMessageSize, 25 * 1024 * 1024);
     assert.equal(config.limits.maxRecipients, 100);
     assert.ok(config.hostname.length > 0);
@@ -141,7 +150,10 @@ describe('config errors name the key, the value and what is allowed', () => {
   });
 
   test('a bad CIDR, a plain-text password, a user without a password for the upstream', () => {
-    assert.match(problems({ allowlist: [{ cidr: '10.0.0.0/33', name: 'x' }] }), /allowlist\.0\.cidr.*"10\.0\.0\.0\/33"/);
+    assert.match(
+      problems({ allowlist: [{ cidr: '10.0.0.0/33', name: 'x' }] }),
+      /allowlist\.0\.cidr.*"10\.0\.0\.0\/33"/,
+    );
     assert.match(problems({ users: [{ name: 'crm', password: 'hunter2' }] }), /users\.0\.password.*scrypt/);
     assert.match(problems({ upstream: { host: 'h', user: 'apikey' } }), /upstream.*pass/);
   });
@@ -153,11 +165,14 @@ describe('config errors name the key, the value and what is allowed', () => {
   });
 
   test('a file that is not YAML, or not a mapping, or missing', async () => {
-    assert.throws(() => parseConfigText('listen: [', '/x.yml', {}), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, /not valid YAML/);
-      return true;
-    });
+    assert.throws(
+      () => parseConfigText('listen: [', '/x.yml', {}),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /not valid YAML/);
+        return true;
+      },
+    );
     assert.throws(() => parseConfigText('- a\n- b\n', '/x.yml', {}), /mapping/);
     const dir = await makeTempDir('config');
     assert.throws(() => loadConfig(path.join(dir, 'missing.yml'), {}), /cannot read the file/);
@@ -173,15 +188,16 @@ describe('config from the environment and from files', () => {
       SMARTHOST_UPSTREAM_PASS: 'envpass',
     };
     const [fromEnv] = parse({}, env).upstreams;
-    assert.deepEqual([fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass], [
-      'smtp.env.example',
-      2587,
-      'envuser',
-      'envpass',
-    ]);
-    const [overridden] = parse({ upstream: { host: 'file.example', user: 'u', pass: 'filepass' } }, {
-      SMARTHOST_UPSTREAM_PASS: 'envpass',
-    }).upstreams;
+    assert.deepEqual(
+      [fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass],
+      ['smtp.env.example', 2587, 'envuser', 'envpass'],
+    );
+    const [overridden] = parse(
+      { upstream: { host: 'file.example', user: 'u', pass: 'filepass' } },
+      {
+        SMARTHOST_UPSTREAM_PASS: 'envpass',
+      },
+    ).upstreams;
     assert.equal(overridden?.host, 'file.example');
     assert.equal(overridden?.pass, 'envpass', 'the environment wins');
   });
@@ -192,13 +208,22 @@ describe('config from the environment and from files', () => {
     const file = path.join(dir, 'smarthost.yml');
     await fs.writeFile(file, 'upstream: { host: smtp.example.com, user: apikey, passFile: pass.txt }\n');
     assert.equal(loadConfig(file, {}).upstreams[0]?.pass, 'from-a-file', 'trimmed');
-    const viaEnv = parse({ upstream: { host: 'h', user: 'u' } }, { SMARTHOST_UPSTREAM_PASS_FILE: path.join(dir, 'pass.txt') });
+    const viaEnv = parse(
+      { upstream: { host: 'h', user: 'u' } },
+      { SMARTHOST_UPSTREAM_PASS_FILE: path.join(dir, 'pass.txt') },
+    );
     assert.equal(viaEnv.upstreams[0]?.pass, 'from-a-file');
-    assert.match(problems({ upstream: { host: 'h', user: 'u', passFile: '/nonexistent/pass' } }), /upstream\.passFile/);
+    assert.match(
+      problems({ upstream: { host: 'h', user: 'u', passFile: '/nonexistent/pass' } }),
+      /upstream\.passFile/,
+    );
   });
 
   test('SMARTHOST_SPOOL_DIR and SMARTHOST_LOG_LEVEL', () => {
-    const config = parse({ spool: { dir: '/a' } }, { SMARTHOST_SPOOL_DIR: '/b', SMARTHOST_LOG_LEVEL: 'debug' });
+    const config = parse(
+      { spool: { dir: '/a' } },
+      { SMARTHOST_SPOOL_DIR: '/b', SMARTHOST_LOG_LEVEL: 'debug' },
+    );
     assert.equal(config.spool.dir, '/b');
     assert.equal(config.log.level, 'debug');
   });

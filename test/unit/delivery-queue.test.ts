@@ -13,7 +13,11 @@ import { newQueueId, type QueueEntry } from '../../src/spool/entry.js';
 import { Spool } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
-type Script = (entry: QueueEntry, recipients: string[], attempt: number) => RecipientResult[] | Promise<RecipientResult[]>;
+type Script = (
+  entry: QueueEntry,
+  recipients: string[],
+  attempt: number,
+) => RecipientResult[] | Promise<RecipientResult[]>;
 
 class ScriptedCourier implements Courier {
   readonly description = 'scripted';
@@ -30,14 +34,26 @@ class ScriptedCourier implements Courier {
 }
 
 const ok = (recipient: string): RecipientResult => ({ recipient, outcome: 'delivered', reply: '250 ok' });
-const later = (recipient: string): RecipientResult => ({ recipient, outcome: 'temporary', reply: '451 4.3.0 later' });
-const never = (recipient: string): RecipientResult => ({ recipient, outcome: 'permanent', reply: '550 5.1.1 no such user' });
+const later = (recipient: string): RecipientResult => ({
+  recipient,
+  outcome: 'temporary',
+  reply: '451 4.3.0 later',
+});
+const never = (recipient: string): RecipientResult => ({
+  recipient,
+  outcome: 'permanent',
+  reply: '550 5.1.1 no such user',
+});
 
 async function setup(script: Script, queue: Record<string, unknown> = {}) {
   const dir = await makeTempDir('queue');
   let configReads = 0;
   const config: Config = parseConfig(
-    { hostname: 'relay.test', queue: { retry: ['50ms'], ...queue }, bounces: { to: 'postmaster@corp.example' } },
+    {
+      hostname: 'relay.test',
+      queue: { retry: ['50ms'], ...queue },
+      bounces: { to: 'postmaster@corp.example' },
+    },
     { env: {}, baseDir: dir, source: 'test' },
   );
   const spool = new Spool(path.join(dir, 'data'));
@@ -48,7 +64,13 @@ async function setup(script: Script, queue: Record<string, unknown> = {}) {
     configReads++;
     return config;
   };
-  const dq = new DeliveryQueue({ spool, courier, bouncer: new Bouncer(spool, getConfig, log), log, config: getConfig });
+  const dq = new DeliveryQueue({
+    spool,
+    courier,
+    bouncer: new Bouncer(spool, getConfig, log),
+    log,
+    config: getConfig,
+  });
   const add = async (from: string, recipients: string[], enqueue = true) => {
     const now = Date.now();
     const entry = await spool.accept(Readable.from([Buffer.from(`Subject: t\r\n\r\nbody\r\n`)]), {
@@ -82,13 +104,17 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     await q.dq.start();
     const id = await q.add('app@corp.example', ['a@example.com', 'b@example.com']);
     await q.idle();
-    assert.deepEqual(q.courier.calls, [{ id, from: 'app@corp.example', recipients: ['a@example.com', 'b@example.com'] }]);
+    assert.deepEqual(q.courier.calls, [
+      { id, from: 'app@corp.example', recipients: ['a@example.com', 'b@example.com'] },
+    ]);
     assert.deepEqual(await q.spool.listFailed(), []);
     await q.dq.stop();
   });
 
   test('a recipient delivered once is never sent again; the deferred one is retried', async () => {
-    const q = await setup((_e, rcpts, n) => rcpts.map((r) => (r === 'b@example.com' && n < 3 ? later(r) : ok(r))));
+    const q = await setup((_e, rcpts, n) =>
+      rcpts.map((r) => (r === 'b@example.com' && n < 3 ? later(r) : ok(r))),
+    );
     await q.dq.start();
     const id = await q.add('app@corp.example', ['a@example.com', 'b@example.com']);
     await q.idle();
@@ -142,17 +168,23 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     assert.ok(attempts >= 2, `retried before giving up (${attempts} attempts)`);
     const [dead] = await q.spool.listFailed();
     assert.match(dead!.reason, /^expired after \d+ attempts/);
-    assert.ok(q.courier.calls.some((c) => c.recipients[0] === 'app@corp.example'), 'the sender is told');
+    assert.ok(
+      q.courier.calls.some((c) => c.recipients[0] === 'app@corp.example'),
+      'the sender is told',
+    );
     await q.dq.stop();
   });
 
   test('at the concurrency cap the queue waits without spinning', async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const q = await setup(async (_e, rcpts) => {
-      await gate;
-      return rcpts.map(ok);
-    }, { concurrency: 1 });
+    const q = await setup(
+      async (_e, rcpts) => {
+        await gate;
+        return rcpts.map(ok);
+      },
+      { concurrency: 1 },
+    );
     await q.dq.start();
     try {
       for (let i = 0; i < 3; i++) await q.add('app@corp.example', [`r${i}@example.com`]);

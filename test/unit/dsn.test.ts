@@ -89,7 +89,9 @@ describe('buildDsn', () => {
   });
 
   test('addresses and replies cannot inject header lines', () => {
-    const message = dsn([{ address: 'x@example.com\r\nBcc: evil@example.com', reply: '550 no\r\nX-Evil: 1' }]);
+    const message = dsn([
+      { address: 'x@example.com\r\nBcc: evil@example.com', reply: '550 no\r\nX-Evil: 1' },
+    ]);
     assert.doesNotMatch(message, /^Bcc:/m);
     assert.doesNotMatch(message, /^X-Evil:/m);
   });

@@ -33,9 +33,13 @@ describe('HeaderRewriter', () => {
   test('the result does not depend on where the chunks are split', async () => {
     const expected = await rewrite([MESSAGE], addDate);
     assert.match(expected, /^Received: from test\r\n\tby relay\r\nFrom: a@corp\.example\r\n/);
-    assert.match(expected, /X-Spaces:   odd  \r\nDate: Mon, 01 Jan 2024 00:00:00 \+0000\r\n\r\nBody\r\n/);
+    assert.match(expected, /X-Spaces: {3}odd {2}\r\nDate: Mon, 01 Jan 2024 00:00:00 \+0000\r\n\r\nBody\r\n/);
     for (let i = 1; i < MESSAGE.length; i++) {
-      assert.equal(await rewrite([MESSAGE.slice(0, i), MESSAGE.slice(i)], addDate), expected, `split at ${i}`);
+      assert.equal(
+        await rewrite([MESSAGE.slice(0, i), MESSAGE.slice(i)], addDate),
+        expected,
+        `split at ${i}`,
+      );
     }
     assert.equal(await rewrite(MESSAGE.split(''), addDate), expected, 'one byte at a time');
   });

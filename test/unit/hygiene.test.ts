@@ -84,11 +84,22 @@ describe('receivedHeader', () => {
     assert.doesNotMatch(line, /hidden/);
   });
 
+  test('names the recipient only as it is: not an internationalised or hostile one, mangled', () => {
+    const utf8 = receivedHeader({ ...base, recipients: ['müller@example.com'] });
+    assert.doesNotMatch(utf8, /for </, 'no "for <mller@example.com>", a different mailbox');
+    const hostile = receivedHeader({ ...base, recipients: ['a@example.com>\r\nBcc: x@example.com'] });
+    assert.doesNotMatch(hostile, /for </);
+    assert.equal(hostile.split('\r\n').length, 3);
+  });
+
   test('a hostile HELO cannot break out of the header', () => {
     const line = receivedHeader({ ...base, helo: 'evil\r\nBcc: victim@example.com (x) <y>;' });
     const physical = line.split('\r\n');
     assert.equal(physical.length, 4, JSON.stringify(line));
-    assert.ok(physical.slice(1).every((l) => l.startsWith('\t')), 'continuation lines only');
+    assert.ok(
+      physical.slice(1).every((l) => l.startsWith('\t')),
+      'continuation lines only',
+    );
     assert.match(physical[0] ?? '', /^Received: from evilBcc:victim@example\.comxy \(/);
     assert.match(receivedHeader({ ...base, helo: undefined }), /^Received: from unknown /);
     assert.match(receivedHeader({ ...base, helo: '\r\n' }), /^Received: from unknown /);

@@ -54,7 +54,7 @@ describe('LineEndingNormaliser', () => {
       let text = '';
       for (let i = random(60); i > 0; i--) text += alphabet[random(alphabet.length)];
       const chunks: string[] = [];
-      for (let at = 0; at < text.length; ) {
+      for (let at = 0; at < text.length;) {
         const len = 1 + random(5);
         chunks.push(text.slice(at, at + len));
         at += len;

@@ -13,7 +13,12 @@ import { newQueueId } from '../../src/spool/entry.js';
 import { Spool } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
-const source: Source = { name: 'printers', kind: 'allowlist', cidr: '10.0.0.0/8', policy: {} as Source['policy'] };
+const source: Source = {
+  name: 'printers',
+  kind: 'allowlist',
+  cidr: '10.0.0.0/8',
+  policy: {} as Source['policy'],
+};
 
 function tx(overrides: Partial<Transaction> = {}): Transaction {
   return {
@@ -43,7 +48,10 @@ function client(chunks: string[]): Readable {
 }
 
 describe('SizeGuard', () => {
-  async function run(limit: number, chunks: string[]): Promise<{ out: string; error?: Error; guard: SizeGuard }> {
+  async function run(
+    limit: number,
+    chunks: string[],
+  ): Promise<{ out: string; error?: Error; guard: SizeGuard }> {
     const guard = new SizeGuard(limit, () => new Error('too big'));
     const out: Buffer[] = [];
     guard.on('data', (c: Buffer) => out.push(c));
@@ -80,8 +88,14 @@ describe('receiveMessage', () => {
     assert.deepEqual(entry.recipients, [{ address: 'a@example.com', status: 'pending' }]);
     assert.equal(entry.source, 'printers');
     const body = await fs.readFile(spool.bodyPath(t.id), 'latin1');
-    assert.match(body, /^Received: from printer \(\[10\.1\.2\.3\]\)\r\n\tby relay\.test \(smarthost\) with ESMTP id /);
-    assert.match(body, /\r\nSubject: hi\r\nDate: [^\r\n]+\r\nMessage-ID: <[^\r\n]+@relay\.test>\r\n\r\nline one\r\nline two\r\n$/);
+    assert.match(
+      body,
+      /^Received: from printer \(\[10\.1\.2\.3\]\)\r\n\tby relay\.test \(smarthost\) with ESMTP id /,
+    );
+    assert.match(
+      body,
+      /\r\nSubject: hi\r\nDate: [^\r\n]+\r\nMessage-ID: <[^\r\n]+@relay\.test>\r\n\r\nline one\r\nline two\r\n$/,
+    );
     assert.doesNotMatch(body, /(?<!\r)\n/, 'no bare LF left');
     assert.equal(entry.size, Buffer.byteLength(body, 'latin1'));
   });
@@ -89,7 +103,11 @@ describe('receiveMessage', () => {
   test('applies the transaction’s own header edits', async () => {
     const spool = await newSpool();
     const t = tx({ editHeaders: (h) => h.update('From', 'relay@corp.example') });
-    await receiveMessage(client(['From: someone@else.example\r\nDate: x\r\nMessage-ID: <a@b>\r\n\r\nb\r\n']), t, spool);
+    await receiveMessage(
+      client(['From: someone@else.example\r\nDate: x\r\nMessage-ID: <a@b>\r\n\r\nb\r\n']),
+      t,
+      spool,
+    );
     assert.match(await fs.readFile(spool.bodyPath(t.id), 'latin1'), /\r\nFrom: relay@corp\.example\r\n/);
   });
 
@@ -107,24 +125,29 @@ describe('receiveMessage', () => {
     assert.deepEqual(await ls(spool.queueDir), []);
   });
 
-  test('the client hanging up mid-DATA fails the transfer and removes the temp file', { timeout: 10_000 }, async () => {
-    const spool = await newSpool();
-    const input = new PassThrough();
-    const receiving = receiveMessage(input, tx(), spool);
-    input.write(Buffer.from(`Subject: cut\r\n\r\n${'z'.repeat(100_000)}`));
-    // Wait until the spool has the temp file open and is writing into it.
-    for (let i = 0; i < 200 && (await ls(spool.tmpDir)).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal((await ls(spool.tmpDir)).length > 0, true, 'the spool started writing');
-    // What smtp-server does when the connection closes: destroy without an error (no listener).
-    input.destroy();
-    await assert.rejects(receiving, (err: unknown) => {
-      assert.ok(err instanceof SmtpError);
-      assert.equal(err.temporary, true);
-      return true;
-    });
-    assert.deepEqual(await ls(spool.tmpDir), []);
-    assert.deepEqual(await ls(spool.queueDir), []);
-  });
+  test(
+    'the client hanging up mid-DATA fails the transfer and removes the temp file',
+    { timeout: 10_000 },
+    async () => {
+      const spool = await newSpool();
+      const input = new PassThrough();
+      const receiving = receiveMessage(input, tx(), spool);
+      input.write(Buffer.from(`Subject: cut\r\n\r\n${'z'.repeat(100_000)}`));
+      // Wait until the spool has the temp file open and is writing into it.
+      for (let i = 0; i < 200 && (await ls(spool.tmpDir)).length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      assert.equal((await ls(spool.tmpDir)).length > 0, true, 'the spool started writing');
+      // What smtp-server does when the connection closes: destroy without an error (no listener).
+      input.destroy();
+      await assert.rejects(receiving, (err: unknown) => {
+        assert.ok(err instanceof SmtpError);
+        assert.equal(err.temporary, true);
+        return true;
+      });
+      assert.deepEqual(await ls(spool.tmpDir), []);
+      assert.deepEqual(await ls(spool.queueDir), []);
+    },
+  );
 
   test('a spool write error: 451 4.3.0, and the client is still read to the end', async () => {
     const spool = await newSpool();

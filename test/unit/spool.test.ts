@@ -51,7 +51,10 @@ describe('Spool', () => {
   test('accept writes <id>.eml and <id>.json into queue/, nothing left in tmp/', async () => {
     const spool = await newSpool();
     const e = entry();
-    const stored = await spool.accept(Readable.from([Buffer.from('Subject: a\r\n\r\n'), Buffer.from('body\r\n')]), e);
+    const stored = await spool.accept(
+      Readable.from([Buffer.from('Subject: a\r\n\r\n'), Buffer.from('body\r\n')]),
+      e,
+    );
     assert.equal(stored.size, 20);
     assert.deepEqual(await ls(spool.queueDir), [`${e.id}.eml`, `${e.id}.json`]);
     assert.deepEqual(await ls(spool.tmpDir), []);
@@ -136,11 +139,28 @@ describe('Spool', () => {
     const orphan = newQueueId();
     await fs.writeFile(spool.bodyPath(orphan), 'no envelope, never acknowledged');
     const again = new Spool(spool.dir);
-    assert.deepEqual(await again.init(), { tmpFiles: 2, orphanBodies: 1 });
+    assert.deepEqual(await again.init(), { tmpFiles: 2, orphanBodies: 1, interruptedMoves: 0 });
     assert.deepEqual(await ls(again.tmpDir), []);
     assert.deepEqual(await again.list(), [kept.id]);
     assert.deepEqual(await ls(again.queueDir), [`${kept.id}.eml`, `${kept.id}.json`]);
-    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0 });
+    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0, interruptedMoves: 0 });
+  });
+
+  test('init finishes a move to failed/ that a crash cut short after the body went', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: dead\r\n\r\n')]), entry());
+    const other = await spool.accept(Readable.from([Buffer.from('x')]), entry());
+    // The state of the files after a crash inside moveToFailed: dead letter and body in
+    // failed/, the envelope still in queue/.
+    await spool.moveToFailed(stored, 'gone');
+    await fs.writeFile(path.join(spool.queueDir, `${stored.id}.json`), JSON.stringify(stored));
+    const again = new Spool(spool.dir);
+    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0, interruptedMoves: 1 });
+    assert.deepEqual(await again.list(), [other.id]);
+    assert.deepEqual(
+      (await again.listFailed()).map((d) => d.id),
+      [stored.id],
+    );
   });
 
   test('moveToFailed keeps body and state with the reason; requeue brings it back', async () => {
