@@ -45,7 +45,10 @@ describe('relay: the upstream ESP’s size limit', () => {
     assert.equal(sent.ok, false);
     assert.ok(!sent.ok && sent.code === 552, `expected 552, got ${sent.response}`);
     assert.match(sent.response, /5\.3\.4/);
-    assert.match(sent.response, new RegExp(`Message too big for the upstream ESP \\(limit ${LIMIT} bytes\\)`));
+    assert.match(
+      sent.response,
+      new RegExp(`Message too big for the upstream ESP \\(limit ${LIMIT} bytes\\)`),
+    );
   });
 
   test('a declared SIZE over it is refused at MAIL FROM, naming the upstream ESP', async () => {
