@@ -809,7 +809,7 @@ function machine() {
   };
   let fsType = 'unknown';
   try {
-    fsType = execFileSync('stat', ['-f', '-c', '%T', os.tmpdir()], { encoding: 'utf8' }).trim();
+    fsType = execFileSync('findmnt', ['-n', '-o', 'FSTYPE', '-T', os.tmpdir()], { encoding: 'utf8' }).trim();
   } catch {
     // leave unknown
   }
@@ -893,10 +893,11 @@ async function main() {
     '',
   ].join('\n');
   fs.writeFileSync(path.join(RESULTS, `${stamp}.md`), report);
-  fs.writeFileSync(path.join(RESULTS, 'latest.md'), report);
-  // A full run also refreshes the table in BENCHMARKS.md (between its bench:table markers).
+  // A full run also refreshes latest.md and the table in BENCHMARKS.md (between its markers).
+  const full = !QUICK && !NO_POSTFIX && ONLY.length === 0;
+  if (full) fs.writeFileSync(path.join(RESULTS, 'latest.md'), report);
   const doc = path.join(REPO, 'BENCHMARKS.md');
-  if (!QUICK && !NO_POSTFIX && ONLY.length === 0 && fs.existsSync(doc)) {
+  if (full && fs.existsSync(doc)) {
     const text = fs.readFileSync(doc, 'utf8');
     const updated = text.replace(
       /<!-- bench:table -->[\s\S]*<!-- \/bench:table -->/,
@@ -904,7 +905,9 @@ async function main() {
     );
     if (updated !== text) fs.writeFileSync(doc, updated);
   }
-  console.log(`bench: results in bench/results/${stamp}.{json,md} and bench/results/latest.md`);
+  console.log(
+    `bench: results in bench/results/${stamp}.{json,md}${full ? ' and bench/results/latest.md' : ''}`,
+  );
 }
 
 main()
