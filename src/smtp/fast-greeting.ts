@@ -16,20 +16,25 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 export interface FastGreetingOptions extends SMTPServerOptions {
   /** Whether a client (its address after PROXY) is greeted without the early-talker delay. */
   greetAtOnce?: (remoteAddress: string) => boolean;
+  /** Called with each new connection before it starts (e.g. to adjust how it replies). */
+  onConnection?: (connection: SMTPConnection) => void;
 }
 
 export class FastGreetingServer extends SMTPServer {
   private readonly greetAtOnce: (remoteAddress: string) => boolean;
+  private readonly onConnection: (connection: SMTPConnection) => void;
 
   constructor(options: FastGreetingOptions) {
-    const { greetAtOnce, ...rest } = options;
+    const { greetAtOnce, onConnection, ...rest } = options;
     super(rest);
     this.greetAtOnce = greetAtOnce ?? (() => false);
+    this.onConnection = onConnection ?? (() => undefined);
   }
 
   /** Same as SMTPServer.connect(), but trusted clients skip init()'s 100 ms greeting timer. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new SMTPConnection(this, socket, socketOptions);
+    this.onConnection(connection);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: Parameters<SMTPServer['_onClientConnect']>[0]) =>

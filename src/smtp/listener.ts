@@ -12,6 +12,7 @@ import { newQueueId, type QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { SmtpError, smtpErrors } from './errors.js';
 import { FastGreetingServer } from './fast-greeting.js';
+import { keepOwnEnhancedCodes } from './enhanced-codes.js';
 import { receiveMessage } from './receive.js';
 import type { KeyPair } from './tls.js';
 
@@ -107,6 +108,9 @@ export class Listener {
         this.sessions.delete(session.id);
       },
       greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
+      // Enhanced status codes on every reply, smtp-server's own included (see enhanced-codes.ts).
+      hideENHANCEDSTATUSCODES: false,
+      onConnection: keepOwnEnhancedCodes,
     });
     this.server.on('error', (err) =>
       deps.log.error('listener error', { event: 'listener_error', error: err.message }),

@@ -52,6 +52,8 @@ export class Pacer {
   /** The pace imposed by a throttling reply, until `slowUntil`. */
   private slowPace: Pace | undefined;
   private slowUntil = 0;
+  /** The lowest the pace may be halved to in one slow-down episode. */
+  private slowFloor = 1;
   private lastHalvedAt = -Infinity;
   private aborted = false;
 
@@ -121,10 +123,16 @@ export class Pacer {
         perMs: OBSERVE_MS,
       };
       this.slowPace = { count: Math.max(Math.floor(base.count / 2), 1), perMs: base.perMs };
+      // However long the ESP keeps complaining, never below an eighth of where we started: a
+      // run of 421s that are not really about the rate must not starve delivery.
+      this.slowFloor = Math.max(Math.ceil(base.count / 8), 1);
       this.lastHalvedAt = now;
     } else if (now - this.lastHalvedAt >= Math.min(current!.perMs, this.slowDownMs)) {
       // Replies to sends made at the old pace arrive together: halve once per window only.
-      this.slowPace = { count: Math.max(Math.floor(this.slowPace.count / 2), 1), perMs: this.slowPace.perMs };
+      this.slowPace = {
+        count: Math.max(Math.floor(this.slowPace.count / 2), this.slowFloor),
+        perMs: this.slowPace.perMs,
+      };
       this.lastHalvedAt = now;
     }
     this.slowUntil = now + this.slowDownMs;

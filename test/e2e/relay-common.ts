@@ -7,7 +7,7 @@ import type { Esp, EspMessage } from '../helpers/esp.js';
 import type { Relay } from '../helpers/relay.js';
 
 /** The relay's `upstream:` block for the ESP stand-in: STARTTLS + AUTH, its cert trusted via `ca`. */
-export function upstreamFor(esp: Esp): Record<string, unknown> {
+export function upstreamFor(esp: Esp, overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     host: '127.0.0.1',
     port: esp.port,
@@ -17,6 +17,7 @@ export function upstreamFor(esp: Esp): Record<string, unknown> {
     ca: esp.caFile,
     // Keep failed connection attempts short while the ESP is down.
     timeout: '10s',
+    ...overrides,
   };
 }
 
@@ -27,7 +28,7 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
  * `timeoutMs` with `what` and the last value seen (a wait, not a timing assertion).
  */
 export async function waitUntil<T>(
-  what: string,
+  what: string | (() => string),
   check: () => T | Promise<T>,
   timeoutMs = 20_000,
   intervalMs = 50,
@@ -37,7 +38,11 @@ export async function waitUntil<T>(
   for (;;) {
     last = await check();
     if (last) return last as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
+      );
+    }
     await sleep(intervalMs);
   }
 }

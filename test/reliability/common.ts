@@ -6,8 +6,14 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { sendMail, type SendMailResult } from '../helpers/client.js';
 import type { Esp, EspMessage } from '../helpers/esp.js';
+import {
+  filesIn,
+  sleep,
+  upstreamFor as baseUpstreamFor,
+  waitUntil as baseWaitUntil,
+} from '../e2e/relay-common.js';
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export { filesIn, sleep };
 
 export function token(prefix = 'm'): string {
   return `${prefix}-${randomBytes(6).toString('hex')}`;
@@ -55,46 +61,16 @@ export function sendTagged(
   });
 }
 
-/** The relay's `upstream:` block for the ESP stand-in (STARTTLS + AUTH, its certificate trusted). */
-export function upstreamFor(esp: Esp): Record<string, unknown> {
-  return {
-    host: '127.0.0.1',
-    port: esp.port,
-    tls: 'starttls',
-    user: esp.user,
-    pass: esp.pass,
-    ca: esp.caFile,
-    timeout: '5s',
-  };
-}
+/** The relay's `upstream:` block for the ESP stand-in, with short timeouts while it is down. */
+export const upstreamFor = (esp: Esp): Record<string, unknown> => baseUpstreamFor(esp, { timeout: '5s' });
 
-/** Polls until `check` is truthy; rejects after `timeoutMs` naming `what` (a wait, not a timing assertion). */
-export async function waitUntil<T>(
+/** Polls until `check` is truthy (a wait, not a timing assertion); the suite waits up to 30 s by default. */
+export const waitUntil = <T>(
   what: string | (() => string),
   check: () => T | Promise<T>,
   timeoutMs = 30_000,
   intervalMs = 50,
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value as NonNullable<T>;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`,
-      );
-    await sleep(intervalMs);
-  }
-}
-
-export async function filesIn(dir: string): Promise<string[]> {
-  try {
-    return (await fs.readdir(dir)).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
-}
+): Promise<NonNullable<T>> => baseWaitUntil(what, check, timeoutMs, intervalMs);
 
 /** Every queued message is whole: each <id>.json has its <id>.eml of the recorded size. Returns the ids. */
 export async function checkSpoolConsistent(spoolDir: string): Promise<string[]> {
