@@ -13,6 +13,7 @@ import type { Spool } from '../spool/spool.js';
 import { SmtpError, smtpErrors } from './errors.js';
 import { FastGreetingServer } from './fast-greeting.js';
 import { keepOwnEnhancedCodes } from './enhanced-codes.js';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { receiveMessage } from './receive.js';
 import type { KeyPair } from './tls.js';
 
@@ -110,7 +111,10 @@ export class Listener {
       greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
       // Enhanced status codes on every reply, smtp-server's own included (see enhanced-codes.ts).
       hideENHANCEDSTATUSCODES: false,
-      onConnection: keepOwnEnhancedCodes,
+      onConnection: (connection) => {
+        keepOwnEnhancedCodes(connection);
+        this.watchAddresses(connection);
+      },
     });
     this.server.on('error', (err) =>
       deps.log.error('listener error', { event: 'listener_error', error: err.message }),
@@ -184,7 +188,6 @@ export class Listener {
     } catch (err) {
       return this.fail(err, session, cb);
     }
-    this.watchAddresses(session);
     // Postfix's smtpd_tls_auth_only: AUTH is not offered before TLS, so clients never send a
     // password in clear text, unless this client's source opted in for a legacy device.
     // (A session's list replaces the server's, so STARTTLS is repeated here.)
@@ -210,9 +213,8 @@ export class Listener {
    * address reaches onMailFrom/onRcptTo marked with the problem. test/e2e/policy-hygiene
    * pins the behaviour, so a change inside smtp-server fails the tests rather than passing.
    */
-  private watchAddresses(session: SMTPServerSession): void {
-    const connection = [...this.server.connections].find((c) => c.id === session.id);
-    if (!connection || typeof connection._parseAddressCommand !== 'function') return;
+  private watchAddresses(connection: SMTPConnection): void {
+    if (typeof connection._parseAddressCommand !== 'function') return;
     const parse = connection._parseAddressCommand.bind(connection);
     connection._parseAddressCommand = (name, command) => {
       const parsed = parse(name, command);
