@@ -1,5 +1,6 @@
 // The relay, composed by hand: config → logger → spool → courier → queue → listeners.
 // No registry and no globals: everything a test must replace is passed in here.
+import { readFileSync } from 'node:fs';
 import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
@@ -24,10 +25,34 @@ export interface RelayOptions {
   courier?: Courier;
 }
 
+/**
+ * What decides whether a reload needs a new courier: the normalised upstreams (credentials
+ * included: passFile contents and OAuth2 secrets are read into them) plus the CA files' text,
+ * so a renewed CA at the same path counts as a change too.
+ */
+function upstreamFingerprint(config: Config): string {
+  return JSON.stringify(
+    config.upstreams.map((u) => {
+      let caText: string | undefined;
+      try {
+        caText = u.ca ? readFileSync(u.ca, 'utf8') : undefined;
+      } catch {
+        caText = undefined; // unreadable: the new courier reports it when it connects
+      }
+      return { ...u, caText };
+    }),
+  );
+}
+
 export class Relay {
   readonly spool: Spool;
   readonly queue: DeliveryQueue;
-  readonly courier: Courier;
+  /** Where mail goes now; a reload that changes the upstreams swaps in a new one. */
+  private currentCourier: Courier;
+  private courierFingerprint: string;
+  /** Couriers replaced by a reload, closed once the attempts that may use them have ended. */
+  private readonly retiring = new Map<Courier, Promise<void>>();
+  private started = false;
   /** Per-source traffic of the last 24 h, for `smarthost stats`. */
   readonly traffic = new TrafficStats();
   /** Prometheus metrics and /healthz; only when `metrics:` is in the config. */
@@ -38,7 +63,7 @@ export class Relay {
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
-  private readonly upstreamSizeLimit = (sender?: string) => this.courier.sizeLimit?.(sender);
+  private readonly upstreamSizeLimit = (sender?: string) => this.currentCourier.sizeLimit?.(sender);
 
   constructor(private readonly options: RelayOptions) {
     const { config, log } = options;
@@ -47,15 +72,12 @@ export class Relay {
       policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit }),
     };
     this.spool = new Spool(config.spool.dir);
-    this.courier =
-      options.courier ??
-      (config.upstreams.length
-        ? new SmtpCourier(config.upstreams, config.hostname, { log })
-        : new OutboxCourier(this.spool.outboxDir));
+    this.currentCourier = options.courier ?? this.buildCourier(config);
+    this.courierFingerprint = upstreamFingerprint(config);
     const bouncer = new Bouncer(this.spool, () => this.current.config, log);
     this.queue = new DeliveryQueue({
       spool: this.spool,
-      courier: this.courier,
+      courier: () => this.currentCourier,
       bouncer,
       log,
       config: () => this.current.config,
@@ -85,6 +107,87 @@ export class Relay {
 
   get config(): Config {
     return this.current.config;
+  }
+
+  /** The courier new delivery attempts use. */
+  get courier(): Courier {
+    return this.currentCourier;
+  }
+
+  private buildCourier(config: Config): Courier {
+    // The EHLO name stays the one from the start: `hostname` takes effect only after a restart.
+    return config.upstreams.length
+      ? new SmtpCourier(config.upstreams, this.options.config.hostname, { log: this.options.log })
+      : new OutboxCourier(this.spool.outboxDir);
+  }
+
+  /** Logs where mail goes (capture mode loudly) and starts the courier's background checks. */
+  private startCourier(courier: Courier): void {
+    const { log } = this.options;
+    if (courier instanceof OutboxCourier) {
+      log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
+        event: 'capture_mode',
+      });
+      log.warn(
+        `messages are written to ${this.spool.outboxDir} instead; set upstream: in the config to deliver`,
+        {
+          event: 'capture_mode',
+        },
+      );
+    } else {
+      log.info(courier.description, { event: 'upstream' });
+      // Checks each upstream in the background and learns its SIZE (enforced at accept time).
+      courier.start?.();
+    }
+  }
+
+  /**
+   * A reload changed the upstreams: new attempts use a new courier at once (fresh pacing,
+   * health and connections, the new credentials); the old one is closed once the attempts in
+   * flight now have ended, so no delivery in progress is cut.
+   */
+  private swapCourier(next: Courier): void {
+    const { log } = this.options;
+    const old = this.currentCourier;
+    const toCapture = next instanceof OutboxCourier && !(old instanceof OutboxCourier);
+    const fromCapture = old instanceof OutboxCourier && !(next instanceof OutboxCourier);
+    if (toCapture) {
+      log.warn('*** upstream removed by the reload: switching to CAPTURE MODE, nothing will be sent ***', {
+        event: 'upstream_changed',
+      });
+    } else if (fromCapture) {
+      log.warn('*** capture mode ends: the reload configured an upstream, mail is sent from now on ***', {
+        event: 'upstream_changed',
+      });
+    } else {
+      log.info('upstream settings changed: new deliveries use the new settings', {
+        event: 'upstream_changed',
+      });
+    }
+    // The attempts that may be using the old courier: those in flight now.
+    const oldAttempts = this.queue.settled();
+    this.currentCourier = next;
+    if (this.started) {
+      this.startCourier(next);
+      // Mail deferred by the old settings (a revoked key, a dead host) goes out now, not at its
+      // next retry time, which may be hours away.
+      const retried = this.queue.retryNow();
+      if (retried) {
+        log.info(`retrying ${retried} queued message(s) now through the new upstream settings`, {
+          event: 'reload_retry',
+          retried,
+        });
+      }
+    }
+    const retired = oldAttempts
+      .then(() => old.close())
+      .catch((err: Error) => {
+        log.warn(`error while closing the previous upstream connections: ${err.message}`, {
+          event: 'upstream_close_failed',
+        });
+      })
+      .finally(() => this.retiring.delete(old));
+    this.retiring.set(old, retired);
   }
 
   get policy(): PolicyEngine {
@@ -159,21 +262,8 @@ export class Relay {
         port: config.metrics.port,
       });
     }
-    if (this.courier instanceof OutboxCourier) {
-      log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
-        event: 'capture_mode',
-      });
-      log.warn(
-        `messages are written to ${this.spool.outboxDir} instead; set upstream: in the config to deliver`,
-        {
-          event: 'capture_mode',
-        },
-      );
-    } else {
-      log.info(this.courier.description, { event: 'upstream' });
-      // Checks each upstream in the background and learns its SIZE (enforced at accept time).
-      this.courier.start?.();
-    }
+    this.started = true;
+    this.startCourier(this.currentCourier);
     log.info(`smarthost started (config: ${config.source})`, {
       event: 'started',
       queued: resumed,
@@ -182,8 +272,19 @@ export class Relay {
     });
   }
 
-  /** Swaps in a new config: new connections and transactions see it at once; open sessions go on. */
+  /**
+   * Swaps in a new config: new connections and transactions see it at once; open sessions go
+   * on. Changed upstreams get a new courier (see swapCourier); unchanged ones keep theirs, with
+   * its pooled connections, pace and health. Throws, changing nothing, when the new upstreams
+   * cannot be set up (an unreadable `ca` file).
+   */
   applyConfig(config: Config): void {
+    const fingerprint = upstreamFingerprint(config);
+    if (fingerprint !== this.courierFingerprint && !this.shuttingDown) {
+      const next = this.buildCourier(config);
+      this.courierFingerprint = fingerprint;
+      this.swapCourier(next);
+    }
     this.current = {
       config,
       policy: new PolicyEngine(config, {
@@ -205,9 +306,11 @@ export class Relay {
     await this.control.close();
     await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
-    this.courier.stopping?.();
+    this.currentCourier.stopping?.();
+    for (const old of this.retiring.keys()) old.stopping?.();
     await this.queue.stop();
-    await this.courier.close();
+    await this.currentCourier.close();
+    await Promise.all(this.retiring.values());
     await this.metrics?.close();
     log.info('stopped', { event: 'stopped' });
   }

@@ -1,5 +1,6 @@
 // `smarthost start`: load the config, run the relay, and handle the signals a service
-// manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config).
+// manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config, upstreams and
+// their credentials included).
 import { ConfigError, loadConfig, type Config } from '../config/load.js';
 import { ConfigReloader } from '../config/watch.js';
 import { createLogger } from '../log.js';
@@ -17,7 +18,15 @@ export async function startCommand(options: { config?: string }): Promise<void> 
     throw err;
   }
   const log = createLogger(config.log);
-  const relay = new Relay({ config, log });
+  let relay: Relay;
+  try {
+    relay = new Relay({ config, log });
+  } catch (err) {
+    // E.g. an upstream's `ca` file that cannot be read.
+    log.error(`could not start: ${(err as Error).message}`, { event: 'start_failed' });
+    await new Promise((r) => setTimeout(r, 50));
+    process.exit(1);
+  }
   // Live reload: SIGHUP, `smarthost reload` (control socket) and changes to the file.
   const reloader = new ConfigReloader(relay, log);
   relay.control.registerHandler('reload', () => reloader.reload('smarthost reload'));

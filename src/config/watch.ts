@@ -1,7 +1,10 @@
 // Live reload of the config: on SIGHUP, on `smarthost reload` (the control socket) and when
 // the file changes on disk. A reload builds a whole new Config and swaps it in; a file that
 // does not load is refused and the running config stays. Sessions in progress go on with what
-// they already decided; new connections and transactions see the new policy.
+// they already decided; new connections and transactions see the new policy. A change to the
+// upstreams (host, port, credentials, passFile contents, OAuth2 secrets, ca, rateLimit, ...)
+// takes effect too: new deliveries go through a new courier, those in progress finish on the
+// old one (Relay.applyConfig).
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
@@ -28,7 +31,6 @@ const START_ONLY: [string, (c: Config) => unknown][] = [
   ['hostname', (c) => c.hostname],
   ['listen', (c) => c.listen],
   ['tls', (c) => c.tls],
-  ['upstream(s)', (c) => c.upstreams],
   ['spool.dir', (c) => c.spool.dir],
   ['control.socket', (c) => c.control.socket],
   ['metrics', (c) => c.metrics],
@@ -89,7 +91,18 @@ export class ConfigReloader {
     const restartNeeded = START_ONLY.filter(
       ([, pick]) => JSON.stringify(pick(before)) !== JSON.stringify(pick(config)),
     ).map(([key]) => key);
-    this.relay.applyConfig(config);
+    try {
+      this.relay.applyConfig(config);
+    } catch (err) {
+      // Nothing was swapped in (e.g. an upstream's ca file cannot be read).
+      const error = `${file ?? config.source}: ${(err as Error).message}`;
+      this.refusedText = text;
+      this.log.error(`config reload refused (${reason}), the old config keeps running: ${error}`, {
+        event: 'reload_failed',
+        reason,
+      });
+      return { ok: false, error, file, restartNeeded: [] };
+    }
     this.file = config.file;
     this.loadedText = text;
     this.refusedText = undefined;

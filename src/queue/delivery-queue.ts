@@ -23,7 +23,11 @@ export interface AttemptEvent {
 
 export interface QueueDeps {
   spool: Spool;
-  courier: Courier;
+  /**
+   * The courier for the next attempt. A getter: a config reload may swap in a new one (a new
+   * upstream or new credentials); an attempt keeps the courier it started with.
+   */
+  courier: () => Courier;
   bouncer: Bouncer;
   log: Logger;
   config: () => Config;
@@ -90,6 +94,14 @@ export class DeliveryQueue extends EventEmitter {
     return this.inFlight.has(id);
   }
 
+  /**
+   * Resolves when the attempts in flight now have ended (attempts started later are not waited
+   * for). After a courier swap, the old courier is closed once this resolves.
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
   /** Stops starting deliveries and waits for those in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -134,7 +146,7 @@ export class DeliveryQueue extends EventEmitter {
   }
 
   private async attempt(id: string): Promise<void> {
-    const { spool, courier, log } = this.deps;
+    const { spool, log } = this.deps;
     const entry = await spool.read(id);
     if (!entry) return; // delivered or deleted meanwhile
     const started = this.now();
@@ -147,7 +159,7 @@ export class DeliveryQueue extends EventEmitter {
     let results: RecipientResult[] = [];
     if (pending.length) {
       try {
-        results = await courier.send(entry, pending, spool.bodyPath(id));
+        results = await this.deps.courier().send(entry, pending, spool.bodyPath(id));
       } catch (err) {
         const reply = `local error: ${(err as Error).message}`;
         results = pending.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));

@@ -10,6 +10,11 @@ const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(?:\s|$)/;
 
 export function keepOwnEnhancedCodes(connection: SMTPConnection): void {
   const send = connection.send.bind(connection);
-  connection.send = (code, data, context) =>
-    send(code, data, typeof data === 'string' && ENHANCED_CODE.test(data) ? false : context);
+  connection.send = (code, data, context) => {
+    if (typeof data === 'string' && ENHANCED_CODE.test(data)) return send(code, data, false);
+    // The library asks for no code on greeting-time refusals ("421 Too many connected
+    // clients", "501 Bad hostname syntax"); a refusal still gets one.
+    if (context === false && code >= 400) return send(code, data);
+    return send(code, data, context);
+  };
 }

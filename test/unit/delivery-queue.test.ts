@@ -66,7 +66,7 @@ async function setup(script: Script, queue: Record<string, unknown> = {}) {
   };
   const dq = new DeliveryQueue({
     spool,
-    courier,
+    courier: () => courier,
     bouncer: new Bouncer(spool, getConfig, log),
     log,
     config: getConfig,
