@@ -175,6 +175,16 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
           problems,
         )
       : undefined;
+    if (rest.ca) {
+      try {
+        readFileSync(resolvePath(rest.ca));
+      } catch (err) {
+        const key = data.upstreams ? `upstreams.${index}.ca` : 'upstream.ca';
+        problems.push(
+          `${key}: cannot read ${JSON.stringify(rest.ca)}: ${(err as NodeJS.ErrnoException).code ?? err} (a PEM file of CA certificates to trust)`,
+        );
+      }
+    }
     if (rest.user && pass === undefined && !rawAuth) {
       const key = data.upstreams ? `upstreams.${index}` : 'upstream';
       problems.push(`${key}: user is set but neither pass nor passFile (or SMARTHOST_UPSTREAM_PASS[_FILE])`);

@@ -14,6 +14,7 @@ import { retryDelay } from './backoff.js';
 import { TimerHeap } from './timer-heap.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
+const SPOOL_ERROR_RETRY_MS = 10_000;
 
 export interface AttemptEvent {
   entry: QueueEntry;
@@ -118,9 +119,10 @@ export class DeliveryQueue extends EventEmitter {
       if (this.inFlight.has(id)) continue;
       const run = this.attempt(id)
         .catch((err: Error) => {
-          // The spool itself failed (disk error): try again later rather than lose track.
+          // The spool itself failed (disk error): try again soon rather than lose track; soon
+          // enough that delivery resumes promptly once the disk has room again.
           this.deps.log.error('delivery attempt failed', { id, event: 'attempt_error', error: err.message });
-          this.heap.schedule(id, this.now() + 60_000);
+          this.heap.schedule(id, this.now() + SPOOL_ERROR_RETRY_MS);
         })
         .finally(() => {
           this.inFlight.delete(id);

@@ -70,6 +70,9 @@ describe('config defaults', () => {
 describe('config keys of issue 2', () => {
   test('the documented example loads into typed values', async () => {
     const hash = await hashPassword('secret');
+    // Files the config names must exist: the upstream CA is read when the config is loaded.
+    const etc = await makeTempDir('smarthost-etc-');
+    await fs.writeFile(path.join(etc, 'corp-ca.pem'), '-----BEGIN CERTIFICATE-----\n');
     const config = parseConfigText(
       [
         'hostname: relay.corp.example',
@@ -94,7 +97,7 @@ describe('config keys of issue 2', () => {
         'users:',
         `  - { name: crm, password: "${hash}" }`,
       ].join('\n'),
-      '/etc/smarthost/smarthost.yml',
+      path.join(etc, 'smarthost.yml'),
       {},
     );
     assert.equal(config.hostname, 'relay.corp.example');
@@ -106,7 +109,7 @@ describe('config keys of issue 2', () => {
         [465, false, true],
       ],
     );
-    assert.deepEqual(config.tls, { cert: '/etc/smarthost/tls.crt', key: '/etc/smarthost/tls.key' });
+    assert.deepEqual(config.tls, { cert: path.join(etc, 'tls.crt'), key: '/etc/smarthost/tls.key' });
     assert.equal(config.upstreams.length, 1);
     const [up] = config.upstreams;
     assert.equal(up?.host, 'smtp.sendgrid.net');
@@ -114,13 +117,13 @@ describe('config keys of issue 2', () => {
     assert.equal(up?.tls, 'starttls');
     assert.equal(up?.user, 'apikey');
     assert.equal(up?.pass, 'SG.x');
-    assert.equal(up?.ca, '/etc/smarthost/corp-ca.pem', 'relative to the config file');
+    assert.equal(up?.ca, path.join(etc, 'corp-ca.pem'), 'relative to the config file');
     assert.equal(config.spool.dir, '/var/spool/smarthost');
     assert.equal(config.queue.retry[4], 3600_000);
     assert.equal(config.bounces.to, 'postmaster@corp.example');
     assert.deepEqual(config.allowlist, [{ cidr: '10.20.30.0/24', name: 'floor3-printers' }]);
     assert.equal(config.users[0]?.name, 'crm');
-    assert.equal(config.source, '/etc/smarthost/smarthost.yml');
+    assert.equal(config.source, path.join(etc, 'smarthost.yml'));
   });
 
   test('upstream defaults: port 587, STARTTLS required', () => {
@@ -244,5 +247,19 @@ describe('findConfigFile', () => {
     } finally {
       process.chdir(cwd);
     }
+  });
+});
+
+describe('files the config names', () => {
+  test('an upstream CA file that cannot be read is a config error naming the key', () => {
+    assert.throws(
+      () =>
+        parseConfigText(
+          'upstream: { host: 127.0.0.1, ca: no-such-ca.pem }\n',
+          path.join(path.sep, 'nonexistent-dir', 'smarthost.yml'),
+          {},
+        ),
+      (err: Error) => /upstream\.ca: cannot read "no-such-ca\.pem": ENOENT/.test(err.message),
+    );
   });
 });
