@@ -1,0 +1,313 @@
+// One upstream ESP reached through nodemailer's pooled SMTP transport: STARTTLS required and
+// the certificate verified unless configured otherwise, AUTH (password or OAuth2 XOAUTH2), the
+// stored envelope given explicitly and the raw message streamed from the spool unchanged (never
+// re-encoded). It keeps the upstream's health (down for a back-off after a failure), its pace
+// (rateLimit, slowed by throttling replies) and the SIZE it advertises.
+import { createReadStream, readFileSync } from 'node:fs';
+import nodemailer, { type Transporter } from 'nodemailer';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
+import type { Upstream } from '../config/load.js';
+import { formatDuration } from '../config/units.js';
+import type { Logger } from '../log.js';
+import type { QueueEntry } from '../spool/entry.js';
+import { systemClock, type Clock } from '../upstream/clock.js';
+import { UpstreamHealth } from '../upstream/health.js';
+import { TokenCache, tokenFetcher } from '../upstream/oauth.js';
+import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
+import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
+import type { RecipientResult } from './courier.js';
+import { connectWithoutDelay } from './no-delay-socket.js';
+import { describeFailure, isThrottling, isUpstreamFailure, outcomeOf, type SmtpFailure } from './classify.js';
+
+/**
+ * Room kept below the ESP's SIZE for what the relay adds to a message after accepting it
+ * (the Received line, a missing Date or Message-ID, a Reply-To when the sender is rewritten).
+ */
+export const SIZE_HEADROOM = 2048;
+
+type RejectedError = SmtpFailure & { recipient: string };
+
+/**
+ * nodemailer's options for an upstream. `tokens`: the OAuth2 token cache to share (the courier
+ * passes one per upstream); a new one is made when absent (a one-off check from the CLI).
+ */
+export function transportOptions(
+  upstream: Upstream,
+  hostname: string,
+  tokens: TokenCache | undefined = upstream.auth
+    ? new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }))
+    : undefined,
+): SMTPPool.Options {
+  const auth: SMTPPool.Options['auth'] = upstream.auth
+    ? { type: 'custom', method: XOAUTH2_METHOD, user: upstream.auth.user, pass: '' }
+    : upstream.user
+      ? { user: upstream.user, pass: upstream.pass ?? '' }
+      : undefined;
+  return {
+    pool: true,
+    host: upstream.host,
+    port: upstream.port,
+    secure: upstream.tls === 'implicit',
+    requireTLS: upstream.tls === 'starttls',
+    ignoreTLS: upstream.tls === 'none',
+    name: hostname,
+    auth,
+    // With credentials configured, log in even if the ESP does not advertise AUTH: sending
+    // unauthenticated would only earn a refusal that looks like the sender's fault.
+    forceAuth: Boolean(auth),
+    customAuth:
+      upstream.auth && tokens ? { [XOAUTH2_METHOD]: xoauth2Handler(tokens, upstream.auth.user) } : undefined,
+    tls: {
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      ca: upstream.ca ? [readFileSync(upstream.ca, 'utf8')] : undefined,
+    },
+    // TCP_NODELAY: without it every message waits ~40 ms for a delayed ACK (no-delay-socket.ts).
+    getSocket: connectWithoutDelay,
+    maxConnections: upstream.maxConnections,
+    maxMessages: 1000,
+    connectionTimeout: upstream.timeout,
+    greetingTimeout: Math.min(upstream.timeout, 30_000),
+    socketTimeout: upstream.timeout,
+    logger: false,
+  } as SMTPPool.Options;
+}
+
+/** What the courier reports about its upstreams (for logs and metrics). */
+export interface UpstreamEvent {
+  upstream: string;
+  state: 'down' | 'up' | 'throttled' | 'size';
+  /** The reply or error that caused it. */
+  reason?: string;
+  /** down: for how long it is skipped. */
+  downForMs?: number;
+  /** throttled: the pace now in force, e.g. "15/1m". */
+  pace?: string;
+  /** size: the ESP's SIZE in bytes (0: none declared). */
+  size?: number;
+}
+
+export interface UpstreamClientDeps {
+  hostname: string;
+  log?: Logger;
+  clock?: Clock;
+  emit?: (event: UpstreamEvent) => void;
+}
+
+/** One upstream ESP reached through one pool of connections, with its health, pace and tokens. */
+export class UpstreamClient {
+  readonly health: UpstreamHealth;
+  readonly pacer: Pacer;
+  /** Shared by every connection to this upstream (OAuth2 only). */
+  readonly tokens: TokenCache | undefined;
+  /** The ESP's SIZE: undefined until learned, 0 when it declares no limit. */
+  maxSize: number | undefined;
+  private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
+  private readonly clock: Clock;
+  private probing: Promise<void> | undefined;
+  private lastProbeAt = -Infinity;
+  private probeConnection: SMTPConnection | undefined;
+  private closed = false;
+
+  constructor(
+    readonly upstream: Upstream,
+    private readonly deps: UpstreamClientDeps,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.health = new UpstreamHealth({ initialMs: upstream.backoff.initial, maxMs: upstream.backoff.max });
+    this.pacer = new Pacer(upstream.rateLimit, this.clock);
+    if (upstream.auth) {
+      this.tokens = new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }), {
+        now: () => this.clock.now(),
+      });
+    }
+    this.transport = nodemailer.createTransport(transportOptions(upstream, deps.hostname, this.tokens));
+  }
+
+  get name(): string {
+    return this.upstream.name;
+  }
+
+  isDown(now = this.clock.now()): boolean {
+    return this.health.isDown(now);
+  }
+
+  async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
+    const upstream = this.name;
+    let slot: PaceSlot;
+    try {
+      slot = await this.pacer.acquire();
+    } catch (err) {
+      const reply = err instanceof PacingAborted ? err.message : `local error: ${(err as Error).message}`;
+      return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply, upstream }));
+    }
+    let reached = true;
+    const raw = createReadStream(bodyPath);
+    try {
+      const info = await this.transport.sendMail({
+        envelope: { from: entry.from, to: recipients },
+        raw,
+      });
+      const rejected = new Map<string, RejectedError>();
+      for (const err of (info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? []) {
+        rejected.set(err.recipient, err);
+      }
+      this.succeeded();
+      const throttle = [...rejected.values()].find(isThrottling);
+      if (throttle) this.throttled(throttle);
+      return recipients.map((recipient) => {
+        const failure = rejected.get(recipient);
+        if (failure)
+          return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
+        return { recipient, outcome: 'delivered' as const, reply: info.response, upstream };
+      });
+    } catch (error) {
+      const err = error as SmtpFailure & { rejectedErrors?: RejectedError[] };
+      // A connection that never opened did not reach the ESP: it does not count against the pace.
+      reached = err.command !== 'CONN' || err.responseCode !== undefined;
+      // All recipients refused at RCPT: each has its own reply.
+      const perRecipient = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
+      const throttle = [err, ...perRecipient.values()].find(isThrottling);
+      if (throttle) this.throttled(throttle);
+      if (isUpstreamFailure(err) || throttle) this.failed(err);
+      else this.succeeded();
+      return recipients.map((recipient) => {
+        const failure = perRecipient.get(recipient) ?? err;
+        return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
+      });
+    } finally {
+      slot.finish(reached);
+      // A send that failed before DATA never read the file: close it now, not at GC.
+      raw.destroy();
+    }
+  }
+
+  /** Marks this upstream down after a failure of the whole transaction. */
+  private failed(err: SmtpFailure): void {
+    const reason = describeFailure(err);
+    const downFor = this.health.failed(this.clock.now(), reason);
+    if (downFor === undefined) return;
+    this.deps.log?.warn(`upstream ${this.name} is failing: skipped for ${formatDuration(downFor)}`, {
+      event: 'upstream_down',
+      upstream: this.name,
+      reason,
+      downFor: formatDuration(downFor),
+      failures: this.health.consecutiveFailures,
+    });
+    this.deps.emit?.({ upstream: this.name, state: 'down', reason, downForMs: downFor });
+  }
+
+  private succeeded(): void {
+    if (this.health.succeeded()) {
+      this.deps.log?.info(`upstream ${this.name} is back`, { event: 'upstream_up', upstream: this.name });
+      this.deps.emit?.({ upstream: this.name, state: 'up' });
+    }
+    // SIZE not learned yet (the check at start failed): check again, at most once a minute.
+    if (this.maxSize === undefined && this.clock.now() - this.lastProbeAt >= 60_000) void this.probe();
+  }
+
+  private throttled(err: SmtpFailure): void {
+    const reason = describeFailure(err);
+    const pace = this.pacer.slowDown(this.clock.now());
+    const text = `${pace.count}/${formatDuration(pace.perMs)}`;
+    this.deps.log?.warn(`upstream ${this.name} asks to slow down: pace ${text} for a while`, {
+      event: 'upstream_throttled',
+      upstream: this.name,
+      reason,
+      pace: text,
+    });
+    this.deps.emit?.({ upstream: this.name, state: 'throttled', reason, pace: text });
+  }
+
+  /**
+   * Connects and logs in once, as nodemailer's verify() does, to learn the ESP's SIZE and find
+   * a broken upstream (refused connection, bad certificate, wrong credentials) at start rather
+   * than with the first message. One at a time; resolves when done, never rejects.
+   */
+  probe(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (!this.probing) this.lastProbeAt = this.clock.now();
+    this.probing ??= this.runProbe().finally(() => {
+      this.probing = undefined;
+      this.probeConnection = undefined;
+    });
+    return this.probing;
+  }
+
+  private async runProbe(): Promise<void> {
+    const options = transportOptions(this.upstream, this.deps.hostname, this.tokens);
+    const connection = new SMTPConnection({
+      ...(options as SMTPConnection.Options),
+      logger: false,
+    });
+    this.probeConnection = connection;
+    connection.on('error', () => undefined); // late errors (a reset after QUIT) are of no interest
+    try {
+      await new Promise<void>((resolve, reject) => {
+        connection.once('error', reject);
+        connection.once('end', () =>
+          reject(Object.assign(new Error('Connection closed'), { command: 'CONN' })),
+        );
+        connection.connect(() => {
+          if (!options.auth) return resolve();
+          connection.login(this.loginData(options), (err) => (err ? reject(err) : resolve()));
+        });
+      });
+      const internals = connection as unknown as {
+        _maxAllowedSize?: number;
+        _supportedExtensions?: string[];
+      };
+      const size = internals._supportedExtensions?.includes('SIZE') ? (internals._maxAllowedSize ?? 0) : 0;
+      this.learnSize(size);
+      this.succeeded();
+      connection.quit();
+    } catch (error) {
+      connection.close();
+      if (this.closed) return;
+      const err = error as SmtpFailure;
+      this.deps.log?.warn(`upstream ${this.name} check failed: ${describeFailure(err)}`, {
+        event: 'upstream_check_failed',
+        upstream: this.name,
+        reason: describeFailure(err),
+      });
+      if (outcomeOf(err) === 'temporary') this.failed(err);
+    }
+  }
+
+  /** The login data nodemailer's pool would build from the auth options. */
+  private loginData(options: SMTPPool.Options): SMTPConnection.AuthenticationCredentials {
+    const auth = options.auth as { user: string; pass: string; method?: string };
+    return {
+      credentials: { user: auth.user, pass: auth.pass },
+      ...(auth.method ? { method: auth.method } : {}),
+      user: auth.user,
+    } as SMTPConnection.AuthenticationCredentials;
+  }
+
+  private learnSize(size: number): void {
+    const changed = size !== this.maxSize;
+    this.maxSize = size;
+    if (!changed) return;
+    const ready = this.tokens ? ' (OAuth2 token obtained)' : '';
+    this.deps.log?.info(
+      size
+        ? `upstream ${this.name} ready${ready}: it accepts messages of up to ${size} bytes`
+        : `upstream ${this.name} ready${ready}: it declares no size limit`,
+      { event: 'upstream_ready', upstream: this.name, size },
+    );
+    this.deps.emit?.({ upstream: this.name, state: 'size', size });
+  }
+
+  /** Stops waiting for the pace: sends not started return a temporary result (shutdown). */
+  stopWaiting(): void {
+    this.pacer.abort();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.pacer.abort();
+    this.probeConnection?.close();
+    this.transport.close();
+  }
+}
