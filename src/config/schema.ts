@@ -184,6 +184,8 @@ const upstream = z
     pass: z.string().optional(),
     passFile: z.string().optional(),
     ca: z.string().optional(),
+    /** The name the ESP's certificate must carry, when `host` is an address or another name. */
+    servername: z.string().min(1).optional(),
     /** Connections kept open to this upstream. */
     maxConnections: z.number().int().min(1).max(100).default(5),
     /** Sender domains routed to this upstream (empty: any). */

@@ -58,6 +58,8 @@ export function transportOptions(
     forceAuth: Boolean(auth),
     customAuth:
       upstream.auth && tokens ? { [XOAUTH2_METHOD]: xoauth2Handler(tokens, upstream.auth.user) } : undefined,
+    // SNI and the certificate check use this name instead of `host` (an address, or an alias).
+    servername: upstream.servername,
     tls: {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',

@@ -61,6 +61,8 @@ export interface EspAuth {
 export type EspAuthHandler = (auth: EspAuth, session: SMTPServerSession) => MaybePromise<boolean | EspReply>;
 
 export interface EspOptions {
+  /** Names and addresses its certificate is made for (default 127.0.0.1, localhost, ::1). */
+  certHosts?: string[];
   /** Listen address, default 127.0.0.1. */
   host?: string;
   /** Default 0 (a random free port). */
@@ -391,7 +393,7 @@ class EspServer implements Esp {
 
 /** Starts an ESP stand-in on 127.0.0.1 (random port unless `opts.port`). */
 export async function startEsp(opts: EspOptions = {}): Promise<Esp> {
-  const { key, cert } = await makeSelfSignedCert();
+  const { key, cert } = await makeSelfSignedCert(opts.certHosts);
   const tempDir = await makeTempDir('smarthost-esp');
   const caFile = path.join(tempDir, 'esp-ca.pem');
   await fs.writeFile(caFile, cert);
