@@ -278,12 +278,14 @@ export class Relay {
    * its pooled connections, pace and health. Throws, changing nothing, when the new upstreams
    * cannot be set up (an unreadable `ca` file).
    */
-  applyConfig(config: Config): void {
+  applyConfig(config: Config): { upstreamChanged?: string } {
     const fingerprint = upstreamFingerprint(config);
+    let upstreamChanged: string | undefined;
     if (fingerprint !== this.courierFingerprint && !this.shuttingDown) {
       const next = this.buildCourier(config);
       this.courierFingerprint = fingerprint;
       this.swapCourier(next);
+      upstreamChanged = next.description;
     }
     this.current = {
       config,
@@ -293,6 +295,7 @@ export class Relay {
       }),
     };
     applyLogOptions(this.options.log, config.log);
+    return { upstreamChanged };
   }
 
   /** Stops accepting, lets open sessions finish (up to the grace period), stops delivery. */

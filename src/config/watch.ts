@@ -12,7 +12,8 @@ import { ConfigError, findConfigFile, loadConfig, parseConfigText, type Config }
 
 export interface Reloadable {
   readonly config: Config;
-  applyConfig(config: Config): void;
+  /** Swaps the config in; says where mail now goes when the upstreams changed. */
+  applyConfig(config: Config): { upstreamChanged?: string } | void;
 }
 
 export interface ReloadResult {
@@ -24,6 +25,8 @@ export interface ReloadResult {
   restartNeeded: string[];
   allowlist?: number;
   users?: number;
+  /** Set when the upstreams changed: where mail goes now. */
+  upstreamChanged?: string;
 }
 
 /** Parts the relay sets up once at start: a reload cannot change them. */
@@ -91,8 +94,9 @@ export class ConfigReloader {
     const restartNeeded = START_ONLY.filter(
       ([, pick]) => JSON.stringify(pick(before)) !== JSON.stringify(pick(config)),
     ).map(([key]) => key);
+    let upstreamChanged: string | undefined;
     try {
-      this.relay.applyConfig(config);
+      upstreamChanged = this.relay.applyConfig(config)?.upstreamChanged;
     } catch (err) {
       // Nothing was swapped in (e.g. an upstream's ca file cannot be read).
       const error = `${file ?? config.source}: ${(err as Error).message}`;
@@ -125,6 +129,7 @@ export class ConfigReloader {
       restartNeeded,
       allowlist: config.allowlist.length,
       users: config.users.length,
+      upstreamChanged,
     };
   }
 

@@ -246,3 +246,23 @@ async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+describe('config reload result', () => {
+  test('says where mail goes when the upstreams changed, and nothing when they did not', async () => {
+    const dir = await makeTempDir('config-reload-result');
+    const file = path.join(dir, 'smarthost.yml');
+    await fs.writeFile(file, 'hostname: one\n');
+    let next: string | undefined = 'delivering to esp.example:587 (starttls)';
+    const target = {
+      config: loadConfig(file, {}),
+      applyConfig(config: Config) {
+        this.config = config;
+        return { upstreamChanged: next };
+      },
+    };
+    const reloader = new ConfigReloader(target, silentLogger(), 50);
+    assert.equal(reloader.reload('test').upstreamChanged, 'delivering to esp.example:587 (starttls)');
+    next = undefined;
+    assert.equal(reloader.reload('test').upstreamChanged, undefined);
+  });
+});
