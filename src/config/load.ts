@@ -6,15 +6,7 @@ import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import {
-  configSchema,
-  type RawConfig,
-  type UpstreamConfig,
-  type AllowlistEntry,
-  type UserEntry,
-  type Policy,
-  type ListenerConfig,
-} from './schema.js';
+import { configSchema, type RawConfig, type UpstreamConfig, type Policy } from './schema.js';
 import { resolveOAuth2, type OAuth2Settings } from '../upstream/oauth-config.js';
 
 export type { Policy, ListenerConfig, AllowlistEntry, UserEntry, Rate, SendersPolicy } from './schema.js';
@@ -223,5 +215,3 @@ export function effectivePolicy(config: Config, entry: Policy): Policy {
   merged.senders ??= config.senders;
   return merged;
 }
-
-export type { AllowlistEntry as AllowlistEntryType, UserEntry as UserEntryType, ListenerConfig as Listener };

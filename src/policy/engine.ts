@@ -184,5 +184,3 @@ export class PolicyEngine {
 function bucketKey(source: Source): string {
   return `${source.kind}:${source.name}`;
 }
-
-export { SmtpError };

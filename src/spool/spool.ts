@@ -216,10 +216,6 @@ export class Spool {
       return false;
     }
   }
-
-  async bodySize(id: string): Promise<number> {
-    return (await stat(this.bodyPath(id))).size;
-  }
 }
 
 async function exists(file: string): Promise<boolean> {
