@@ -57,6 +57,8 @@ export class ConfigReloader {
   private refusedText: string | undefined;
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The text the last watch event found, applied only once a second look finds it unchanged. */
+  private settlingText: string | undefined;
 
   constructor(
     private readonly relay: Reloadable,
@@ -67,8 +69,12 @@ export class ConfigReloader {
     this.loadedText = this.file ? readText(this.file) : undefined;
   }
 
-  /** Re-reads the file and swaps the new config in; a broken file is refused and reported. */
-  reload(reason: string): ReloadResult {
+  /**
+   * Re-reads the file and swaps the new config in; a broken file is refused and reported.
+   * `fromWatch`: the file changed on disk and nobody asked for a reload, so a change that would
+   * stop all delivery (every upstream removed: capture mode) waits for an explicit reload.
+   */
+  reload(reason: string, { fromWatch = false }: { fromWatch?: boolean } = {}): ReloadResult {
     // With no file at start (built-in defaults), a ./smarthost.yml made since is picked up.
     const file = this.file ?? findConfigFile();
     let config: Config;
@@ -77,7 +83,18 @@ export class ConfigReloader {
       if (file) {
         text = readText(file);
         if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
+        // An empty file is almost always one being written (truncated, not yet filled): taken as
+        // built-in defaults it would switch a relay to capture mode for a moment.
+        if (text.trim() === '')
+          throw new ConfigError(file, [
+            'the file is empty (being written?); to run on the built-in defaults, write {} in it',
+          ]);
         config = parseConfigText(text, file);
+        if (fromWatch && this.relay.config.upstreams.length > 0 && config.upstreams.length === 0)
+          throw new ConfigError(file, [
+            'this change removes every upstream, so mail would go to the outbox instead of the ESP; ' +
+              'a file change alone does not do that: run `smarthost reload` (or send SIGHUP) to apply it',
+          ]);
       } else {
         config = loadConfig();
       }
@@ -171,8 +188,19 @@ export class ConfigReloader {
     this.timer = undefined;
     const text = readText(target);
     // Missing: mid-replacement by an editor (the rename's event follows), or removed: keep running.
-    if (text === undefined || text === this.loadedText || text === this.refusedText) return;
-    this.reload('file changed');
+    if (text === undefined || text === this.loadedText || text === this.refusedText) {
+      this.settlingText = undefined;
+      return;
+    }
+    // A file written in place (truncate, then write) can be read half-written: apply a text only
+    // when it is the same a debounce period later.
+    if (text !== this.settlingText) {
+      this.settlingText = text;
+      this.changedSoon(target);
+      return;
+    }
+    this.settlingText = undefined;
+    this.reload('file changed', { fromWatch: true });
   }
 
   close(): void {

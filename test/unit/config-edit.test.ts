@@ -239,6 +239,86 @@ describe('config watch', () => {
   });
 });
 
+describe('config watch: files caught half-written', () => {
+  async function watched(text: string) {
+    const dir = await makeTempDir('config-watch-partial');
+    const file = path.join(dir, 'smarthost.yml');
+    await fs.writeFile(file, text);
+    const applied: Config[] = [];
+    const target = {
+      config: loadConfig(file, {}),
+      applyConfig(config: Config) {
+        applied.push(config);
+        this.config = config;
+      },
+    };
+    const reloader = new ConfigReloader(target, silentLogger(), 50);
+    return { file, applied, target, reloader };
+  }
+  const withUpstream = 'hostname: one\nupstream: { host: 127.0.0.1, port: 2587, tls: none }\n';
+
+  test('an emptied file is never taken as the built-in defaults (capture mode)', async () => {
+    const { file, applied, reloader } = await watched(withUpstream);
+    reloader.watch();
+    try {
+      // What an editor writing in place does first: truncate.
+      await fs.writeFile(file, '');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(applied.length, 0, 'the empty file was applied');
+      const result = reloader.reload('test');
+      assert.equal(result.ok, false);
+      assert.match(result.error ?? '', /empty/);
+      // Then the text arrives.
+      await fs.writeFile(file, withUpstream.replace('one', 'two'));
+      await waitFor(() => applied.length >= 1);
+      assert.equal(applied[0]!.hostname, 'two');
+      assert.equal(applied[0]!.upstreams.length, 1);
+      assert.equal(applied.length, 1);
+    } finally {
+      reloader.close();
+    }
+  });
+
+  test('a text is applied only once a second look finds it unchanged', async () => {
+    const { file, applied, reloader } = await watched('hostname: one\n');
+    // The debounce timer's callback, called by hand so that no timing decides the outcome
+    // (the 1-hour debounce keeps the real timer from firing).
+    const slow = new ConfigReloader(reloader['relay'], silentLogger(), 3_600_000);
+    const look = () => (slow as unknown as { changed(target: string): void }).changed(file);
+    try {
+      // A writer stalled half-way: the first look finds a partial text.
+      await fs.writeFile(file, 'hostname: on');
+      look();
+      assert.equal(applied.length, 0, 'applied on the first look');
+      await fs.writeFile(file, 'hostname: two\n');
+      look();
+      assert.equal(applied.length, 0, 'applied a text that had just changed');
+      look();
+      assert.equal(applied.length, 1);
+      assert.equal(applied[0]!.hostname, 'two');
+    } finally {
+      slow.close();
+      reloader.close();
+    }
+  });
+
+  test('a file change that removes every upstream waits for an explicit reload', async () => {
+    const { file, applied, target, reloader } = await watched(withUpstream);
+    reloader.watch();
+    try {
+      await fs.writeFile(file, 'hostname: one\n');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(applied.length, 0, 'switched to capture mode on a file change alone');
+      assert.equal(target.config.upstreams.length, 1);
+      const result = reloader.reload('smarthost reload');
+      assert.equal(result.ok, true, result.error);
+      assert.equal(target.config.upstreams.length, 0, 'an explicit reload applies it');
+    } finally {
+      reloader.close();
+    }
+  });
+});
+
 async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
