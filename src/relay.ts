@@ -215,7 +215,7 @@ export class Relay {
           spool: this.spool,
           log,
           accepted: (entry) => {
-            this.queue.enqueue(entry.id);
+            this.queue.enqueue(entry.id, undefined, entry);
             this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
             this.metrics?.messageAccepted(entry);
           },

@@ -1,7 +1,9 @@
 // The scheduler: one ordered set of next-attempt times (not a sleeping task per message), a
 // global cap on deliveries in flight, retries on the configured schedule until queue.maxAge,
 // then a bounce. Only ids and times live in memory; each attempt reads the message's state
-// from the spool and writes it back, so a crash at any point loses nothing.
+// from the spool and writes it back, so a crash at any point loses nothing. The one exception:
+// a message just accepted is handed over with its state, which its first attempt uses instead
+// of reading the file written a moment ago (a bounded number of them; the file stays the truth).
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
@@ -15,6 +17,8 @@ import { TimerHeap } from './timer-heap.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
 const SPOOL_ERROR_RETRY_MS = 10_000;
+/** How many just-accepted states are held for their first attempt (beyond: read from disk). */
+const FRESH_LIMIT = 1000;
 
 export interface AttemptEvent {
   entry: QueueEntry;
@@ -40,6 +44,8 @@ export class DeliveryQueue extends EventEmitter {
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Ids an admin asked to retry now, whatever their next-attempt time. */
   private readonly forced = new Set<string>();
+  /** States of messages just accepted, for their first attempt (saves reading them back). */
+  private readonly fresh = new Map<string, QueueEntry>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly now: () => number;
@@ -68,8 +74,10 @@ export class DeliveryQueue extends EventEmitter {
     return this.inFlight.size;
   }
 
-  enqueue(id: string, due = this.now()): void {
+  /** Schedules `id`; `entry` is its state as just written to the spool, if the caller has it. */
+  enqueue(id: string, due = this.now(), entry?: QueueEntry): void {
     if (this.stopped) return;
+    if (entry && this.fresh.size < FRESH_LIMIT) this.fresh.set(id, entry);
     this.heap.schedule(id, due);
     this.pump();
   }
@@ -89,6 +97,7 @@ export class DeliveryQueue extends EventEmitter {
   forget(id: string): void {
     this.heap.delete(id);
     this.forced.delete(id);
+    this.fresh.delete(id);
   }
 
   isInFlight(id: string): boolean {
@@ -149,8 +158,34 @@ export class DeliveryQueue extends EventEmitter {
 
   private async attempt(id: string): Promise<void> {
     const { spool, log } = this.deps;
-    const entry = await spool.read(id);
-    if (!entry) return; // delivered or deleted meanwhile
+    const held = this.fresh.get(id);
+    this.fresh.delete(id);
+    const entry = held ?? (await spool.read(id));
+    if (!entry) {
+      // Delivered or deleted meanwhile, being received now, or left half-written by a crash.
+      if (await spool.sweepIfIncomplete(id)) {
+        log.warn('removed a message cut short by a crash during its reception (it never got a 250)', {
+          id,
+          event: 'incomplete_removed',
+        });
+      }
+      return;
+    }
+    // Read back after a restart: its body may not all have reached the disk before the crash.
+    if (!held && !(await spool.verifyBody(entry))) {
+      await spool.moveToFailed(
+        entry,
+        'the body on disk does not match its checksum: a crash came before it was complete, so it was ' +
+          'never acknowledged (the client will have sent it again), or the disk damaged it',
+      );
+      log.error('message body incomplete or damaged: moved to failed/, not sent', {
+        id,
+        event: 'body_damaged',
+        from: entry.from,
+        source: entry.source,
+      });
+      return;
+    }
     const started = this.now();
     const forced = this.forced.delete(id);
     if (!forced && entry.nextAttemptAt > started + 1000) {
@@ -207,7 +242,7 @@ export class DeliveryQueue extends EventEmitter {
           recipients: failedNow.length,
         });
         this.emit('bounced', entry, failedNow);
-        this.enqueue(bounce.id);
+        this.enqueue(bounce.id, this.now(), bounce);
       }
     }
 

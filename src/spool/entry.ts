@@ -30,6 +30,12 @@ export interface QueueEntry {
   lastError?: string;
   /** Set on delivery status notifications we generated, so a bounce never bounces to a sender. */
   bounceOf?: string;
+  /**
+   * The body's CRC-32, written with a new message and checked before its first attempt after a
+   * restart (a crash before the body's fsync leaves a complete .json with a partial body).
+   * Dropped once the body is known to be durable.
+   */
+  bodyCrc32?: number;
 }
 
 /** Queue ids sort by arrival time: 8 base-36 characters of milliseconds, then 10 random hex. */

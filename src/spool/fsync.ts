@@ -1,8 +1,10 @@
 // Durable file-system primitives: a file is only "there" once its bytes and the directory
 // entry that names it have both reached the disk (chasquid's safeio, Postfix's fsync-on-queue).
+import { createReadStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 
 export async function fsyncDir(dir: string): Promise<void> {
   return fsyncFile(dir);
@@ -18,46 +20,43 @@ export async function fsyncFile(file: string): Promise<void> {
 }
 
 /**
- * Streams into a new file and fsyncs it; the file is removed if anything fails. Returns bytes written.
- * `alongside(bytes)`, if given, runs while the file's fsync is in flight (the spool writes the
- * envelope then, so the two fsyncs overlap instead of queueing); its failure fails the call.
+ * Writes everything `source` yields into an open file (not fsynced: the caller decides when),
+ * and returns the byte count and the CRC-32 of what was written.
  */
-export async function writeStreamDurably(
-  file: string,
+export async function streamInto(
+  handle: FileHandle,
   source: Readable,
-  alongside?: (bytes: number) => Promise<void>,
-): Promise<number> {
-  const handle = await open(file, 'wx', 0o640);
+): Promise<{ bytes: number; crc32: number }> {
   let bytes = 0;
-  try {
-    // Small chunks (a client writing line by line) are gathered into larger writes.
-    let batch: Buffer[] = [];
-    let batchBytes = 0;
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      batch.push(chunk);
-      batchBytes += chunk.length;
-      if (batchBytes >= 64 * 1024) {
-        await writeAll(handle, batch.length === 1 ? chunk : Buffer.concat(batch));
-        bytes += batchBytes;
-        batch = [];
-        batchBytes = 0;
-      }
-    }
-    if (batchBytes) await writeAll(handle, Buffer.concat(batch));
+  let crc = 0;
+  // Small chunks (a client writing line by line) are gathered into larger writes.
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const flush = async () => {
+    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
+    crc = crc32(data, crc);
+    await writeAll(handle, data);
     bytes += batchBytes;
-    const [synced, extra] = await Promise.allSettled([handle.sync(), alongside?.(bytes)]);
-    if (synced.status === 'rejected') throw synced.reason;
-    if (extra.status === 'rejected') throw extra.reason;
-  } catch (err) {
-    await closeQuietly(handle);
-    await unlink(file).catch(() => undefined);
-    throw err;
+    batch = [];
+    batchBytes = 0;
+  };
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    batch.push(chunk);
+    batchBytes += chunk.length;
+    if (batchBytes >= 64 * 1024) await flush();
   }
-  await handle.close();
-  return bytes;
+  if (batchBytes) await flush();
+  return { bytes, crc32: crc };
 }
 
-async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
+/** The CRC-32 of a whole file, read in a stream. */
+export async function fileCrc32(file: string): Promise<number> {
+  let crc = 0;
+  for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) crc = crc32(chunk, crc);
+  return crc;
+}
+
+export async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
   let offset = 0;
   while (offset < data.length) {
     const { bytesWritten } = await handle.write(data, offset, data.length - offset);
@@ -94,6 +93,6 @@ export async function replaceFileDurably(
   }
 }
 
-async function closeQuietly(handle: FileHandle): Promise<void> {
+export async function closeQuietly(handle: FileHandle): Promise<void> {
   await handle.close().catch(() => undefined);
 }

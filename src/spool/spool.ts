@@ -1,15 +1,46 @@
 // The durable queue on local disk. A message is two files in queue/: the body <id>.eml,
-// written once, and the envelope/state <id>.json. Both are written in tmp/, fsynced, renamed
-// into queue/ (body first: the .json is the commit point) and the directory fsynced, and only
-// then may the listener answer 250. A body without its .json never got a 250 and is swept.
-import { mkdir, readdir, readFile, rename, unlink, copyFile, stat } from 'node:fs/promises';
+// written once, and the envelope/state <id>.json, rewritten (via tmp/ and a rename) after each
+// attempt.
+//
+// Accepting a message costs one fsync wait after the client's final dot, as in Postfix:
+// - When DATA starts, both files are created in queue/, empty, and the directory fsync that
+//   makes their names durable starts at once (group-committed), while the body still arrives.
+// - At the end of the body, the body's fsync and the envelope's write + fsync run together; the
+//   envelope carries the body's size and CRC-32.
+// - Only when all three are done may the listener answer 250.
+// What a crash can leave, and how it is recognised (none of it was ever acknowledged):
+// - a body without a .json, or an empty or unreadable .json: swept (init, read);
+// - a complete .json whose body did not all reach the disk: its CRC-32 does not match. A message
+//   read back after a restart is checked before its first attempt (verifyBody); a mismatch goes
+//   to failed/ with the reason, never to the ESP. The check is dropped from the .json once the
+//   body is known to be durable (the next update).
+import {
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DirSyncer } from './dir-syncer.js';
-import { fsyncDir, fsyncFile, replaceFileDurably, writeFileDurably, writeStreamDurably } from './fsync.js';
+import {
+  closeQuietly,
+  fileCrc32,
+  fsyncDir,
+  fsyncFile,
+  replaceFileDurably,
+  streamInto,
+  writeAll,
+  writeFileDurably,
+} from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
 
-export type NewEntry = Omit<QueueEntry, 'size'>;
+export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
 
 export interface DeadLetter extends QueueEntry {
   failedAt: number;
@@ -23,6 +54,8 @@ export class Spool {
   readonly outboxDir: string;
   private readonly queueSync: DirSyncer;
   private tmpCounter = 0;
+  /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
+  private readonly receiving = new Set<string>();
 
   constructor(readonly dir: string) {
     this.queueDir = path.join(dir, 'queue');
@@ -77,40 +110,87 @@ export class Spool {
 
   /** Writes a new message durably. When this resolves the message is safe to acknowledge. */
   async accept(body: Readable, entry: NewEntry): Promise<QueueEntry> {
-    const tmpBody = this.tmpPath(entry.id, 'eml');
-    const tmpMeta = this.tmpPath(entry.id, 'json');
-    let full: QueueEntry | undefined;
+    const bodyFile = this.bodyPath(entry.id);
+    const metaFile = this.metaPath(entry.id);
+    const handles: FileHandle[] = [];
+    this.receiving.add(entry.id);
     try {
-      // The envelope is written and fsynced while the body's fsync runs: both are on disk
-      // before the renames, as before, with one fsync wait less per message.
-      await writeStreamDurably(tmpBody, body, (size) => {
-        full = { ...entry, size };
-        return writeFileDurably(tmpMeta, JSON.stringify(full));
-      });
+      handles.push(await open(bodyFile, 'wx', 0o640));
+      handles.push(await open(metaFile, 'wx', 0o640));
+      const [bodyHandle, metaHandle] = handles as [FileHandle, FileHandle];
+      // Their names reach the disk while the body arrives (see the top of this file).
+      const namesSynced = this.queueSync.sync();
+      namesSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
+      const { bytes, crc32 } = await streamInto(bodyHandle, body);
+      const full: QueueEntry = { ...entry, size: bytes, bodyCrc32: crc32 };
+      const steps = await Promise.allSettled([
+        bodyHandle.sync(),
+        writeAll(metaHandle, Buffer.from(JSON.stringify(full))).then(() => metaHandle.sync()),
+        namesSynced,
+      ]);
+      const failed = steps.find((step) => step.status === 'rejected');
+      if (failed) throw failed.reason;
+      await Promise.all(handles.map((h) => h.close()));
+      return full;
     } catch (err) {
-      await unlink(tmpMeta).catch(() => undefined);
+      await Promise.all(handles.map(closeQuietly));
+      // The .json first: without it the body is not a message.
+      await unlink(metaFile).catch(() => undefined);
+      await unlink(bodyFile).catch(() => undefined);
       throw err;
+    } finally {
+      this.receiving.delete(entry.id);
     }
-    if (!full) throw new Error('spool: the envelope was not written');
-    try {
-      await rename(tmpBody, this.bodyPath(entry.id));
-      await rename(tmpMeta, this.metaPath(entry.id));
-      await this.queueSync.sync();
-    } catch (err) {
-      // Undo in the reverse order: without its .json the body is not a message.
-      await unlink(this.metaPath(entry.id)).catch(() => undefined);
-      await unlink(tmpMeta).catch(() => undefined);
-      await unlink(this.bodyPath(entry.id)).catch(() => undefined);
-      await unlink(tmpBody).catch(() => undefined);
-      throw err;
-    }
-    return full;
   }
 
-  /** Reads a message's state; undefined when it is no longer queued (delivered or deleted). */
-  async read(id: string): Promise<QueueEntry | undefined> {
+  /**
+   * Whether a message read back from the disk has all of its body: false when a crash came
+   * before the body's fsync (it was never acknowledged). True when there is nothing to check.
+   */
+  async verifyBody(entry: QueueEntry): Promise<boolean> {
+    if (entry.bodyCrc32 === undefined) return true;
     try {
-      return JSON.parse(await readFile(this.metaPath(id), 'utf8')) as QueueEntry;
+      return (await fileCrc32(this.bodyPath(entry.id))) === entry.bodyCrc32;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Reads a message's state; undefined when it is not a queued message: delivered, deleted, being
+   * received now, or the debris of a crash during its reception (see sweepIfIncomplete).
+   */
+  async read(id: string): Promise<QueueEntry | undefined> {
+    const text = await this.readMeta(id);
+    if (text === undefined) return undefined;
+    try {
+      return JSON.parse(text) as QueueEntry;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Removes a message whose .json is empty or cut short and that is not being received now: a
+   * crash came during its reception, before its 250. Only the relay that owns the spool calls
+   * this (it alone knows what it is receiving). True when something was removed.
+   */
+  async sweepIfIncomplete(id: string): Promise<boolean> {
+    if (this.receiving.has(id)) return false;
+    const text = await this.readMeta(id);
+    if (text === undefined) return false;
+    try {
+      JSON.parse(text);
+      return false;
+    } catch {
+      return this.remove(id);
+    }
+  }
+
+  private async readMeta(id: string): Promise<string | undefined> {
+    try {
+      return await readFile(this.metaPath(id), 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -119,7 +199,9 @@ export class Spool {
 
   /** Rewrites the state of a message (never its body), atomically and durably. */
   async update(entry: QueueEntry): Promise<void> {
-    await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(entry));
+    // The body is durable by now (its fsync was seen, or verifyBody checked it): no more check.
+    const { bodyCrc32: _checked, ...state } = entry;
+    await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(state));
     await this.queueSync.sync();
   }
 

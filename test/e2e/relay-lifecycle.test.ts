@@ -170,10 +170,17 @@ describe('relay: refusals and failures while receiving', () => {
     assert.match(await session.command('RCPT TO:<someone@example.com>'), /^250/);
     assert.match(await session.command('DATA'), /^354/);
     session.write(`Subject: cut off\r\n\r\n${'z'.repeat(76)}\r\n`.repeat(200));
-    const tmp = path.join(relay.spoolDir, 'tmp');
-    await waitUntil('the message being written to tmp/', async () => (await filesIn(tmp)).length > 0, 10_000);
+    // The spool creates the message's files in queue/ when DATA starts (an empty .json: not a
+    // message yet, nothing delivers it).
+    const queue = path.join(relay.spoolDir, 'queue');
+    await waitUntil(
+      'the message being written in queue/',
+      async () => (await filesIn(queue)).length > 0,
+      10_000,
+    );
     session.destroy();
-    await waitUntil('tmp/ to be cleaned up', async () => (await filesIn(tmp)).length === 0, 10_000);
+    await waitUntil('queue/ to be cleaned up', async () => (await filesIn(queue)).length === 0, 10_000);
+    assert.deepEqual(await filesIn(path.join(relay.spoolDir, 'tmp')), []);
     assert.deepEqual(await queuedIds(relay.spoolDir), []);
     // The relay is still fine.
     const small = await sendMail({ port: relay.port, from: 'scanner@corp.example', to: ['a@example.com'] });

@@ -72,17 +72,37 @@ export const waitUntil = <T>(
   intervalMs = 50,
 ): Promise<NonNullable<T>> => baseWaitUntil(what, check, timeoutMs, intervalMs);
 
-/** Every queued message is whole: each <id>.json has its <id>.eml of the recorded size. Returns the ids. */
-export async function checkSpoolConsistent(spoolDir: string): Promise<string[]> {
+/**
+ * Every queued message is whole: each <id>.json that holds an envelope has its <id>.eml of the
+ * recorded size. Returns the ids. An empty or cut-short .json is not a message (a reception the
+ * kill interrupted, never acknowledged): it is counted in `debris`, which the relay sweeps.
+ */
+export async function checkSpoolConsistent(spoolDir: string): Promise<string[] & { debris: number }> {
   const queue = path.join(spoolDir, 'queue');
   const names = await filesIn(queue);
   const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
+  const whole: string[] = [];
+  let debris = 0;
   for (const id of ids) {
-    const entry = JSON.parse(await fs.readFile(path.join(queue, `${id}.json`), 'utf8')) as { size: number };
+    const text = await fs.readFile(path.join(queue, `${id}.json`), 'utf8').catch(() => undefined);
+    if (text === undefined) continue; // swept (or delivered) since the listing
+    let entry: { size: number };
+    try {
+      entry = JSON.parse(text) as { size: number };
+    } catch {
+      debris++;
+      continue;
+    }
     const stat = await fs.stat(path.join(queue, `${id}.eml`)).catch(() => undefined);
-    if (!stat) throw new Error(`queued message ${id} has no body`);
+    if (!stat) {
+      // Delivered and removed (.json first, then the body) while this looked: not a fault.
+      const stillQueued = await fs.stat(path.join(queue, `${id}.json`)).catch(() => undefined);
+      if (!stillQueued) continue;
+      throw new Error(`queued message ${id} has no body`);
+    }
     if (stat.size !== entry.size)
       throw new Error(`queued message ${id}: body is ${stat.size} bytes, the envelope says ${entry.size}`);
+    whole.push(id);
   }
-  return ids;
+  return Object.assign(whole, { debris });
 }

@@ -76,6 +76,11 @@ test(
         () => accepted.every((tok) => delivered().has(tok)),
         60_000,
       );
+      // What the kill cut short during a reception (an empty .json) is swept, not left forever.
+      await waitUntil(
+        `round ${round}: the debris of interrupted receptions swept`,
+        async () => (await checkSpoolConsistent(r.spoolDir)).debris === 0,
+      );
       t.diagnostic(
         `round ${round}: killed after ${killAfter} ms, ${accepted.length} accepted, all delivered`,
       );

@@ -115,6 +115,7 @@ test(
     // No partial message: every queued message is whole, nothing left in tmp/, and exactly the accepted are queued.
     const queued = await checkSpoolConsistent(r.spoolDir);
     assert.equal(queued.length, accepted.length, 'queued messages = accepted messages');
+    assert.equal(queued.debris, 0, 'a refused message left its files in queue/');
     await waitUntil(
       'tmp/ to be empty',
       async () => (await filesIn(path.join(r.spoolDir, 'tmp'))).length === 0,

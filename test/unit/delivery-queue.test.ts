@@ -1,6 +1,7 @@
 // The scheduler against a scripted courier and a real spool: per-recipient outcomes, retries,
 // bounces and dead letters, expiry, and no busy waiting while at the concurrency cap.
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -212,6 +213,31 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     assert.equal(await q.dq.start(), 2);
     await q.idle();
     assert.equal(q.courier.calls.length, 2);
+    await q.dq.stop();
+  });
+  test('after a restart: a body cut short by the crash is never sent, a half-received message is swept', async () => {
+    const q = await setup((_e, rcpts) => rcpts.map(ok));
+    const whole = await q.add('app@corp.example', ['a@example.com'], false);
+    const cut = await q.add('app@corp.example', ['b@example.com'], false);
+    await fs.truncate(q.spool.bodyPath(cut), 5);
+    // A reception the crash interrupted: its envelope was still empty.
+    const half = newQueueId();
+    await fs.writeFile(path.join(q.spool.queueDir, `${half}.eml`), 'Subject: half');
+    await fs.writeFile(path.join(q.spool.queueDir, `${half}.json`), '');
+    assert.equal(await q.dq.start(), 3);
+    await q.idle();
+    assert.deepEqual(
+      q.courier.calls.map((c) => c.id),
+      [whole],
+      'only the complete message went to the courier',
+    );
+    const failed = await q.spool.listFailed();
+    assert.deepEqual(
+      failed.map((f) => f.id),
+      [cut],
+    );
+    assert.match(failed[0]!.reason, /does not match its checksum/);
+    assert.deepEqual(await fs.readdir(q.spool.queueDir), [], 'the half-received message was swept');
     await q.dq.stop();
   });
 });

@@ -126,17 +126,17 @@ describe('receiveMessage', () => {
   });
 
   test(
-    'the client hanging up mid-DATA fails the transfer and removes the temp file',
+    'the client hanging up mid-DATA fails the transfer and removes the files it started',
     { timeout: 10_000 },
     async () => {
       const spool = await newSpool();
       const input = new PassThrough();
       const receiving = receiveMessage(input, tx(), spool);
       input.write(Buffer.from(`Subject: cut\r\n\r\n${'z'.repeat(100_000)}`));
-      // Wait until the spool has the temp file open and is writing into it.
-      for (let i = 0; i < 200 && (await ls(spool.tmpDir)).length === 0; i++)
+      // Wait until the spool has created the message's files and is writing the body.
+      for (let i = 0; i < 200 && (await ls(spool.queueDir)).length < 2; i++)
         await new Promise((r) => setTimeout(r, 10));
-      assert.equal((await ls(spool.tmpDir)).length > 0, true, 'the spool started writing');
+      assert.equal((await ls(spool.queueDir)).length, 2, 'the spool started writing');
       // What smtp-server does when the connection closes: destroy without an error (no listener).
       input.destroy();
       await assert.rejects(receiving, (err: unknown) => {
@@ -151,7 +151,7 @@ describe('receiveMessage', () => {
 
   test('a spool write error: 451 4.3.0, and the client is still read to the end', async () => {
     const spool = await newSpool();
-    await fs.rm(spool.tmpDir, { recursive: true });
+    await fs.rm(spool.queueDir, { recursive: true });
     const input = client(['Subject: x\r\n\r\n', 'body\r\n'.repeat(10_000)]);
     await assert.rejects(receiveMessage(input, tx(), spool), (err: unknown) => {
       assert.ok(err instanceof SmtpError);

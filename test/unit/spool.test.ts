@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { newQueueId, pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../../src/spool/entry.js';
 import { Spool, type NewEntry } from '../../src/spool/spool.js';
@@ -100,7 +100,9 @@ describe('Spool', () => {
       ],
     };
     await spool.update(changed);
-    assert.deepEqual(await spool.read(stored.id), changed);
+    // The body's checksum is only kept until the body is known to be durable.
+    const { bodyCrc32: _crc, ...state } = changed;
+    assert.deepEqual(await spool.read(stored.id), state);
     assert.deepEqual(pendingRecipients(changed), ['b@example.com']);
     const after = await fs.stat(spool.bodyPath(stored.id));
     assert.equal(after.ino, before.ino);
@@ -203,5 +205,54 @@ describe('Spool', () => {
     const spool = await newSpool();
     assert.equal(await spool.isWritable(), true);
     assert.deepEqual(await ls(spool.tmpDir), []);
+  });
+});
+
+describe('Spool: what a crash during a reception leaves', () => {
+  test('both files are in queue/ while the body arrives, and are not swept while it does', async () => {
+    const spool = await newSpool();
+    const e = entry();
+    const body = new PassThrough();
+    const accepting = spool.accept(body, e);
+    body.write('Subject: slow\r\n\r\n');
+    for (let i = 0; i < 200 && (await ls(spool.queueDir)).length < 2; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.eml`, `${e.id}.json`]);
+    assert.equal(await spool.read(e.id), undefined, 'not a message until it is complete');
+    assert.equal(await spool.sweepIfIncomplete(e.id), false, 'swept while being received');
+    body.end('the end\r\n');
+    const stored = await accepting;
+    assert.deepEqual(await spool.read(e.id), stored);
+    assert.equal(await spool.sweepIfIncomplete(e.id), false, 'a complete message is never swept');
+  });
+
+  test('an empty or cut-short .json is swept with its body', async () => {
+    const spool = await newSpool();
+    for (const text of ['', '{"id":"cut sh']) {
+      const id = newQueueId();
+      await fs.writeFile(path.join(spool.queueDir, `${id}.eml`), 'Subject: x\r\n\r\nhalf');
+      await fs.writeFile(path.join(spool.queueDir, `${id}.json`), text);
+      assert.equal(await spool.read(id), undefined);
+      assert.equal(await spool.sweepIfIncomplete(id), true);
+      assert.deepEqual(await ls(spool.queueDir), []);
+    }
+  });
+
+  test('the body checksum finds a body that did not all reach the disk', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(
+      Readable.from([Buffer.from('Subject: x\r\n\r\nall of it\r\n')]),
+      entry(),
+    );
+    assert.equal(typeof stored.bodyCrc32, 'number');
+    assert.equal(await spool.verifyBody(stored), true);
+    await fs.truncate(spool.bodyPath(stored.id), 10);
+    assert.equal(await spool.verifyBody(stored), false, 'a cut body passed');
+    await fs.writeFile(spool.bodyPath(stored.id), 'Subject: x\r\n\r\nall of iT\r\n');
+    assert.equal(await spool.verifyBody(stored), false, 'a changed byte passed');
+    await fs.unlink(spool.bodyPath(stored.id));
+    assert.equal(await spool.verifyBody(stored), false, 'a missing body passed');
+    const { bodyCrc32: _none, ...older } = stored;
+    assert.equal(await spool.verifyBody(older), true, 'an entry without a checksum is taken as it is');
   });
 });
