@@ -6,6 +6,7 @@ import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
 import { OutboxCourier } from './delivery/outbox-courier.js';
 import { SmtpCourier } from './delivery/smtp-courier.js';
+import { withOAuth2Secrets } from './upstream/oauth-config.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
 import { PolicyEngine } from './policy/engine.js';
@@ -33,13 +34,15 @@ export interface RelayOptions {
 function upstreamFingerprint(config: Config): string {
   return JSON.stringify(
     config.upstreams.map((u) => {
+      // The OAuth2 secrets are hidden from JSON in the config; a rotated one must count too.
+      const auth = u.auth ? withOAuth2Secrets(u.auth) : undefined;
       let caText: string | undefined;
       try {
         caText = u.ca ? readFileSync(u.ca, 'utf8') : undefined;
       } catch {
         caText = undefined; // unreadable: the new courier reports it when it connects
       }
-      return { ...u, caText };
+      return { ...u, auth, caText };
     }),
   );
 }

@@ -99,3 +99,26 @@ function hidden(target: object, key: string, value: string | undefined): void {
   if (value === undefined) return;
   Object.defineProperty(target, key, { value, enumerable: false, writable: false, configurable: false });
 }
+
+/** The secrets `hidden` keeps out of serialisation, for the few places that must carry them. */
+interface OAuth2Secrets {
+  clientSecret?: string;
+  refreshToken?: string;
+  privateKey?: string;
+}
+
+/**
+ * The settings with their secrets as plain, enumerable fields, for noticing a changed secret on
+ * reload (the relay compares the upstreams as JSON, which skips hidden fields). Never log it.
+ */
+export function withOAuth2Secrets(settings: OAuth2Settings): OAuth2Settings & { secrets: OAuth2Secrets } {
+  return {
+    ...settings,
+    serviceAccount: settings.serviceAccount ? { ...settings.serviceAccount } : undefined,
+    secrets: {
+      clientSecret: settings.clientSecret,
+      refreshToken: settings.refreshToken,
+      privateKey: settings.serviceAccount?.privateKey,
+    },
+  };
+}

@@ -281,4 +281,33 @@ describe('reload: when the relay builds a new courier', () => {
     assert.equal(relay.courier, before);
     assert.equal(relay.config, config);
   });
+  test('a new OAuth2 client secret (clientSecretFile) means a new courier', async () => {
+    const secretFile = path.join(dir, 'client-secret');
+    await fs.writeFile(secretFile, 'secret-1\n');
+    const oauth = {
+      host: '127.0.0.1',
+      port: 2587,
+      tls: 'starttls',
+      auth: {
+        type: 'oauth2',
+        provider: 'microsoft',
+        tenant: 'corp.example',
+        clientId: 'app-id',
+        clientSecretFile: secretFile,
+        user: 'relay@corp.example',
+      },
+    };
+    await writeConfig({ upstream: oauth });
+    const reloader = new ConfigReloader(relay, silentLogger());
+    assert.equal(reloader.reload('test').ok, true);
+    const first = relay.courier;
+    assert.equal(reloader.reload('test').ok, true);
+    assert.equal(relay.courier, first, 'the same secret keeps the courier');
+    // The secret is hidden from JSON in the config; the reload must still see it change.
+    await fs.writeFile(secretFile, 'secret-2\n');
+    assert.equal(reloader.reload('test').ok, true);
+    assert.notEqual(relay.courier, first, 'a rotated client secret was not noticed');
+    assert.ok(relay.courier instanceof SmtpCourier);
+    assert.equal(relay.courier.clients[0]!.upstream.auth?.clientSecret, 'secret-2');
+  });
 });
