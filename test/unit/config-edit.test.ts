@@ -199,20 +199,26 @@ describe('control socket path', () => {
   });
 });
 
+/** A config file, and a reloader watching it (50 ms debounce) for a relay that records what it applies. */
+async function watched(text: string) {
+  const dir = await makeTempDir('config-watch');
+  const file = path.join(dir, 'smarthost.yml');
+  await fs.writeFile(file, text);
+  const applied: Config[] = [];
+  const target = {
+    config: loadConfig(file, {}),
+    applyConfig(config: Config) {
+      applied.push(config);
+      this.config = config;
+    },
+  };
+  const reloader = new ConfigReloader(target, silentLogger(), 50);
+  return { dir, file, applied, target, reloader };
+}
+
 describe('config watch', () => {
   test('an editor replacing the file by a rename triggers one reload; a broken file is refused', async () => {
-    const dir = await makeTempDir('config-watch');
-    const file = path.join(dir, 'smarthost.yml');
-    await fs.writeFile(file, 'hostname: one\n');
-    const applied: Config[] = [];
-    const target = {
-      config: loadConfig(file, {}),
-      applyConfig(config: Config) {
-        applied.push(config);
-        this.config = config;
-      },
-    };
-    const reloader = new ConfigReloader(target, silentLogger(), 50);
+    const { dir, file, applied, target, reloader } = await watched('hostname: one\n');
     reloader.watch();
     try {
       // What vim and the CLI do: write a new file beside it, rename it over the old one.
@@ -240,21 +246,6 @@ describe('config watch', () => {
 });
 
 describe('config watch: files caught half-written', () => {
-  async function watched(text: string) {
-    const dir = await makeTempDir('config-watch-partial');
-    const file = path.join(dir, 'smarthost.yml');
-    await fs.writeFile(file, text);
-    const applied: Config[] = [];
-    const target = {
-      config: loadConfig(file, {}),
-      applyConfig(config: Config) {
-        applied.push(config);
-        this.config = config;
-      },
-    };
-    const reloader = new ConfigReloader(target, silentLogger(), 50);
-    return { file, applied, target, reloader };
-  }
   const withUpstream = 'hostname: one\nupstream: { host: 127.0.0.1, port: 2587, tls: none }\n';
 
   test('an emptied file is never taken as the built-in defaults (capture mode)', async () => {
