@@ -150,6 +150,9 @@ export class UpstreamClient {
       const info = await this.transport.sendMail({
         envelope: { from: entry.from, to: recipients },
         raw,
+        // Not sent (the raw message goes out unchanged): it only spares nodemailer making a
+        // random one for every message.
+        messageId: `<${entry.id}@smarthost>`,
       });
       const rejected = new Map<string, RejectedError>();
       for (const err of (info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? []) {
