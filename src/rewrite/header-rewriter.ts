@@ -29,12 +29,15 @@ export class HeaderRewriter extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     if (this.inBody) return done(null, chunk);
+    const before = this.pendingBytes;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    const collected = this.pending.length === 1 ? chunk : Buffer.concat(this.pending);
-    this.pending = [collected];
-    const end = findHeaderEnd(collected);
+    const end = this.headerEnd(chunk, before);
     if (end !== -1) {
+      // Joined once, when the blank line is found (joining on every chunk would copy a long
+      // header block over and over).
+      const collected = this.pending.length === 1 ? chunk : Buffer.concat(this.pending);
+      this.pending = [];
       this.emitHeaders(collected.subarray(0, end));
       this.inBody = true;
       return done(null, collected.subarray(end));
@@ -43,10 +46,27 @@ export class HeaderRewriter extends Transform {
       // Not a header block we can trust to edit: keep only the trace line, change nothing else.
       this.emitPrepend();
       this.inBody = true;
+      const collected = Buffer.concat(this.pending);
       this.pending = [];
       return done(null, collected);
     }
     done();
+  }
+
+  /**
+   * Where the header block ends (an offset into everything collected so far, just past the
+   * blank line), looking only at the new `chunk` and the few bytes before it: -1 if not yet.
+   */
+  private headerEnd(chunk: Buffer, before: number): number {
+    // Near the start, look at all of it: a message may begin with its blank line.
+    if (before < HEADER_END.length) {
+      const start = Buffer.concat(this.pending);
+      return findHeaderEnd(start);
+    }
+    // The blank line may straddle the previous chunk and this one.
+    const tail = lastBytes(this.pending.slice(0, -1), HEADER_END.length - 1);
+    const index = Buffer.concat([tail, chunk]).indexOf(HEADER_END);
+    return index === -1 ? -1 : before - tail.length + index + HEADER_END.length;
   }
 
   override _flush(done: TransformCallback): void {
@@ -72,6 +92,18 @@ export class HeaderRewriter extends Transform {
     const lines = this.options.prepend ?? [];
     if (lines.length) this.push(Buffer.from(lines.map((l) => `${l}\r\n`).join(''), 'binary'));
   }
+}
+
+/** The last `n` bytes of the chunks (fewer if they hold fewer). */
+function lastBytes(chunks: Buffer[], n: number): Buffer {
+  const out: Buffer[] = [];
+  let need = n;
+  for (let i = chunks.length - 1; i >= 0 && need > 0; i--) {
+    const c = chunks[i]!;
+    out.unshift(c.subarray(Math.max(0, c.length - need)));
+    need -= Math.min(need, c.length);
+  }
+  return Buffer.concat(out);
 }
 
 /** Index just past the blank line that ends the headers, or -1. A message may start with it. */

@@ -90,6 +90,15 @@ describe('HeaderRewriter', () => {
     assert.deepEqual(edits, []);
   });
 
+  test('a long header block arriving in many small chunks is found and edited whole', async () => {
+    const headers = Array.from({ length: 2000 }, (_, i) => `X-Trace-${i}: ${'h'.repeat(90)}\r\n`).join('');
+    const message = `${headers}\r\nthe body\r\n`;
+    const chunks: string[] = [];
+    for (let i = 0; i < message.length; i += 997) chunks.push(message.slice(i, i + 997));
+    const out = await rewrite(chunks, addDate);
+    assert.equal(out, `${TRACE}\r\n${headers}Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n\r\nthe body\r\n`);
+  });
+
   test('a large body flows through in pieces, not gathered', async () => {
     const body = `${'b'.repeat(998)}\r\n`.repeat(2000);
     const stream = Readable.from(
