@@ -7,7 +7,7 @@ import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp, type EspMessage } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
-import { header, headerValues, splitMessage, waitUntil } from './relay-common.js';
+import { header, headerValues, splitMessage, upstreamFor, waitUntil } from './relay-common.js';
 
 const BODY = [
   'Scan attached.',
@@ -31,14 +31,7 @@ describe('policy: sender rewriting (relay → ESP)', () => {
     esp = await startEsp();
     relay = await startRelay({
       config: {
-        upstream: {
-          host: '127.0.0.1',
-          port: esp.port,
-          user: esp.user,
-          pass: esp.pass,
-          ca: esp.caFile,
-          timeout: '10s',
-        },
+        upstream: upstreamFor(esp),
         senders: { domains: ['corp.example'], default: 'noreply@corp.example' },
         allowlist: [
           { cidr: '127.0.0.1/32', name: 'floor3-printers', sender: 'scanner@corp.example' },

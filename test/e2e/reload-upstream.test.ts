@@ -19,12 +19,8 @@ import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp, type EspMessage } from '../helpers/esp.js';
 import { makeTempDir, startRelay, type Relay } from '../helpers/relay.js';
 import { runCli, show } from './cli-common.js';
-import { explained, waitUntil } from './relay-common.js';
+import { explained, upstreamFor, waitUntil } from './relay-common.js';
 import { events } from './upstream-common.js';
-
-function upstreamOf(esp: Esp, user: string, pass: string): Record<string, unknown> {
-  return { host: '127.0.0.1', port: esp.port, tls: 'starttls', user, pass, ca: esp.caFile, timeout: '10s' };
-}
 
 describe('reload: upstream changes take effect without a restart', () => {
   let espA: Esp;
@@ -159,7 +155,7 @@ describe('reload: upstream changes take effect without a restart', () => {
       waitUntil('ESP A holding the message', () => holding),
     );
     const upstreamA = relay.config.upstream;
-    await reloadWith(configWith({ upstream: upstreamOf(espB, 'b-account', 'b-secret') }));
+    await reloadWith(configWith({ upstream: upstreamFor(espB) }));
     await send('after the switch');
     const next = await arrived(espB, 'after the switch');
     assert.equal(next.user, 'b-account');
@@ -189,7 +185,7 @@ describe('reload: upstream changes take effect without a restart', () => {
       relay,
       waitUntil(`the deferral of ${queued}`, () => events(relay, 'deferred', queued).length > 0),
     );
-    await reloadWith(configWith({ upstream: upstreamOf(espB, 'b-account', 'b-secret') }));
+    await reloadWith(configWith({ upstream: upstreamFor(espB) }));
     const early = await arrived(espB, 'queued before the switch');
     assert.equal(early.user, 'b-account');
     assert.deepEqual(early.to, ['customer@example.com']);
