@@ -69,7 +69,6 @@ export function queueIdTime(id: string): number | undefined {
 export class Metrics {
   readonly registry = new Registry();
   private server: http.Server | undefined;
-  private readonly attached = new WeakSet<net.Server>();
 
   private readonly connectionsTotal: Counter<'listener'>;
   private readonly connectionsRefused: Counter<'reason'>;
@@ -202,8 +201,6 @@ export class Metrics {
 
   /** Counts the TCP connections of a listener (call once per listener, after it is created). */
   attachListener(probe: ListenerProbe): void {
-    if (this.attached.has(probe.tcp)) return;
-    this.attached.add(probe.tcp);
     this.connectionsTotal.inc({ listener: probe.name }, 0);
     probe.tcp.on('connection', () => this.connectionsTotal.inc({ listener: probe.name }));
   }

@@ -47,6 +47,15 @@ function upstreamFingerprint(config: Config): string {
   );
 }
 
+/** What metrics and /healthz look at on a listener. */
+function probeOf(listener: Listener): ListenerProbe {
+  return {
+    name: `${listener.config.host}:${listener.config.port}`,
+    connections: listener.server.connections,
+    tcp: listener.server.server,
+  };
+}
+
 export class Relay {
   readonly spool: Spool;
   readonly queue: DeliveryQueue;
@@ -101,11 +110,7 @@ export class Relay {
   }
 
   private listenerProbes(): ListenerProbe[] {
-    return this.listeners.map((l) => ({
-      name: `${l.config.host}:${l.config.port}`,
-      connections: l.server.connections,
-      tcp: l.server.server,
-    }));
+    return this.listeners.map(probeOf);
   }
 
   get config(): Config {
@@ -237,7 +242,7 @@ export class Relay {
       );
       await listener.listen();
       this.listeners.push(listener);
-      this.metrics?.attachListener(this.listenerProbes().at(-1)!);
+      this.metrics?.attachListener(probeOf(listener));
       const mode = listen.implicitTls
         ? 'implicit TLS'
         : listen.requireTls

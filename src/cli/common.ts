@@ -1,6 +1,6 @@
 // Steps shared by the commands that read or edit the config and talk to the running relay.
 import { ConfigEditError, editConfigFile, type DocumentEdit, type EditResult } from '../config/edit.js';
-import { ConfigError, findConfigFile, loadConfig, type Config } from '../config/load.js';
+import { ConfigError, loadConfig, type Config } from '../config/load.js';
 import type { ReloadResult } from '../config/watch.js';
 import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
 import { CliError, configFileForEdit, EXIT_REFUSED, note, say } from './output.js';
@@ -17,7 +17,7 @@ export function loadConfigOrExit(explicit?: string): Config {
 
 /** Applies an edit to the config file (created when there is none), then tells a running relay. */
 export async function editAndApply(explicit: string | undefined, edit: DocumentEdit): Promise<EditResult> {
-  const { file } = configFileForEdit(explicit);
+  const file = configFileForEdit(explicit);
   let result: EditResult;
   try {
     result = await editConfigFile(file, edit);
@@ -56,9 +56,4 @@ async function tellRelay(file: string): Promise<void> {
       throw err;
     }
   }
-}
-
-/** The config file a command reads, for messages (or "built-in defaults"). */
-export function configSourceName(explicit?: string): string {
-  return findConfigFile(explicit) ?? 'built-in defaults (no smarthost.yml)';
 }

@@ -87,8 +87,6 @@ export function withConfigOption(command: Command, example: string): Command {
 }
 
 /** The file an edit goes to: the one `start` would read, else ./smarthost.yml (created). */
-export function configFileForEdit(explicit?: string): { file: string; exists: boolean } {
-  const found = findConfigFile(explicit);
-  if (found) return { file: found, exists: true };
-  return { file: path.resolve('smarthost.yml'), exists: false };
+export function configFileForEdit(explicit?: string): string {
+  return findConfigFile(explicit) ?? path.resolve('smarthost.yml');
 }

@@ -28,7 +28,7 @@ export function userCommand(): Command {
     '  smarthost user add crm --sender crm@corp.example\n  printf %s "$CRM_SMTP_PASSWORD" | smarthost user add crm --password-stdin',
   ).action(async (name: string, opts: { config?: string; sender?: string; passwordStdin?: boolean }) => {
     checkName(name);
-    const password = await readPassword(name, Boolean(opts.passwordStdin), true);
+    const password = await readPassword(name, Boolean(opts.passwordStdin));
     const hash = await hashPassword(password);
     await editAndApply(opts.config, (doc) => {
       const taken = nameOwner(doc, name);
@@ -52,7 +52,7 @@ export function userCommand(): Command {
       .option('--password-stdin', 'read the new password from stdin (for scripts)'),
     '  smarthost user passwd crm',
   ).action(async (name: string, opts: { config?: string; passwordStdin?: boolean }) => {
-    const password = await readPassword(name, Boolean(opts.passwordStdin), true);
+    const password = await readPassword(name, Boolean(opts.passwordStdin));
     const hash = await hashPassword(password);
     await editAndApply(opts.config, (doc) => {
       findUser(doc, name).map.set('password', hash);
@@ -124,7 +124,7 @@ function findUser(doc: Document, name: string) {
 }
 
 /** From stdin (--password-stdin), else asked twice on the terminal without echo. */
-async function readPassword(name: string, fromStdin: boolean, confirm: boolean): Promise<string> {
+async function readPassword(name: string, fromStdin: boolean): Promise<string> {
   if (fromStdin) {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
@@ -140,7 +140,7 @@ async function readPassword(name: string, fromStdin: boolean, confirm: boolean):
   }
   const first = await promptHidden(`Password for ${name}: `);
   if (!first) throw new CliError('refused: empty password', EXIT_REFUSED);
-  if (confirm && (await promptHidden('Again, to confirm: ')) !== first) {
+  if ((await promptHidden('Again, to confirm: ')) !== first) {
     throw new CliError('refused: the two passwords differ; nothing was changed', EXIT_REFUSED);
   }
   return first;

@@ -26,10 +26,6 @@ export class ControlServer {
     this.handlers.set(name, handler);
   }
 
-  hasHandler(name: string): boolean {
-    return this.handlers.has(name);
-  }
-
   /** Listens on the socket. A stale socket file (no one answering) from a crash is replaced. */
   async listen(): Promise<void> {
     await fs.mkdir(path.dirname(this.socketPath), { recursive: true, mode: 0o750 });

@@ -196,7 +196,7 @@ export class UpstreamClient {
   /** Marks this upstream down after a failure of the whole transaction. */
   private failed(err: SmtpFailure): void {
     const reason = describeFailure(err);
-    const downFor = this.health.failed(this.clock.now(), reason);
+    const downFor = this.health.failed(this.clock.now());
     if (downFor === undefined) return;
     this.deps.log?.warn(`upstream ${this.name} is failing: skipped for ${formatDuration(downFor)}`, {
       event: 'upstream_down',

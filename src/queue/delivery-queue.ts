@@ -116,7 +116,7 @@ export class DeliveryQueue extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    await Promise.allSettled([...this.inFlight.values()]);
+    await this.settled();
   }
 
   private pump(): void {

@@ -13,21 +13,11 @@ export interface BackoffSettings {
 export class UpstreamHealth {
   private failures = 0;
   private downUntil = 0;
-  private lastReason: string | undefined;
 
   constructor(private readonly backoff: BackoffSettings) {}
 
   isDown(now: number): boolean {
     return now < this.downUntil;
-  }
-
-  /** Milliseconds until it is tried again (0 when up). */
-  downFor(now: number): number {
-    return Math.max(this.downUntil - now, 0);
-  }
-
-  get reason(): string | undefined {
-    return this.lastReason;
   }
 
   /** Failures in a row since the last success. */
@@ -39,12 +29,11 @@ export class UpstreamHealth {
    * Records a failure. Returns the new down period, or undefined when it was down already
    * (sends that were in flight when it went down do not lengthen the back-off).
    */
-  failed(now: number, reason: string): number | undefined {
+  failed(now: number): number | undefined {
     if (this.isDown(now)) return undefined;
     const ms = Math.min(this.backoff.initialMs * 2 ** this.failures, this.backoff.maxMs);
     this.failures++;
     this.downUntil = now + ms;
-    this.lastReason = reason;
     return ms;
   }
 
@@ -53,7 +42,6 @@ export class UpstreamHealth {
     const wasFailing = this.failures > 0;
     this.failures = 0;
     this.downUntil = 0;
-    this.lastReason = undefined;
     return wasFailing;
   }
 }

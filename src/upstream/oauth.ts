@@ -31,8 +31,6 @@ export class TokenCache {
   private pending: Promise<string> | undefined;
   private readonly now: () => number;
   private readonly margin: number;
-  /** Tokens fetched so far (for logs and tests). */
-  fetches = 0;
 
   constructor(
     private readonly fetchToken: TokenFetcher,
@@ -60,16 +58,10 @@ export class TokenCache {
     return this.pending;
   }
 
-  /** The cached token's expiry (ms since the epoch), for diagnostics. */
-  get expiresAt(): number | undefined {
-    return this.current?.expiresAt;
-  }
-
   private async refresh(stillValid: string | undefined): Promise<string> {
     const issuedAt = this.now();
     let fetched: AccessToken;
     try {
-      this.fetches++;
       fetched = await this.fetchToken();
     } catch (err) {
       // The endpoint is down but the old token has not expired yet: keep using it.

@@ -48,7 +48,6 @@ export class Pacer {
   private inFlight = 0;
   private readonly waiters: Waiter[] = [];
   private timer: unknown;
-  private timerDue = 0;
   /** The pace imposed by a throttling reply, until `slowUntil`. */
   private slowPace: Pace | undefined;
   private slowUntil = 0;
@@ -147,11 +146,6 @@ export class Pacer {
     for (const waiter of this.waiters.splice(0)) waiter.reject(new PacingAborted());
   }
 
-  /** For tests and diagnostics: when the pacer next wakes up (0: not armed). */
-  get wakeAt(): number {
-    return this.timerDue;
-  }
-
   private answeredSince(since: number): number {
     return this.answered.length - this.firstAnsweredAfter(since);
   }
@@ -182,7 +176,6 @@ export class Pacer {
       const wait = this.delay(now);
       if (wait === undefined) return; // a finishing send calls pump()
       if (wait > 0) {
-        this.timerDue = now + wait;
         this.timer = this.clock.setTimeout(() => {
           this.timer = undefined;
           this.pump();
@@ -197,7 +190,6 @@ export class Pacer {
   private disarm(): void {
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    this.timerDue = 0;
   }
 
   private startSlot(): PaceSlot {

@@ -40,16 +40,7 @@ function ok(reply: Reply): boolean {
   return reply.status >= 200 && reply.status < 300;
 }
 
-export interface XOAuth2Events {
-  /** The ESP refused a token (the login is retried once with a new one). */
-  refused?: (reply: string) => void;
-}
-
-export function xoauth2Handler(
-  tokens: TokenCache,
-  user: string,
-  events: XOAuth2Events = {},
-): (ctx: Context) => Promise<void> {
+export function xoauth2Handler(tokens: TokenCache, user: string): (ctx: Context) => Promise<void> {
   return async (ctx) => {
     if (!ctx.authMethods.includes('XOAUTH2')) {
       const offered = ctx.authMethods.length ? ctx.authMethods.join(', ') : 'none';
@@ -59,11 +50,9 @@ export function xoauth2Handler(
     let login = await tryLogin(ctx, user, token);
     if (ok(login.reply)) return;
     if (!login.refused) throw new Error('XOAUTH2 login failed');
-    events.refused?.(login.reply.response);
     token = await tokens.get(token);
     login = await tryLogin(ctx, user, token);
     if (ok(login.reply)) return;
-    if (login.refused) events.refused?.(login.reply.response);
     throw new Error('XOAUTH2 token refused by the upstream, also after fetching a fresh one');
   };
 }
