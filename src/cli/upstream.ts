@@ -37,7 +37,8 @@ async function probe(upstream: Upstream, hostname: string): Promise<ProbeResult>
     socket,
     host: upstream.host,
     port: upstream.port,
-    servername: net.isIP(upstream.host) ? undefined : upstream.host,
+    // The name the relay checks the certificate against (upstream-client.ts), else the host.
+    servername: upstream.servername ?? (net.isIP(upstream.host) ? undefined : upstream.host),
     ca,
     minVersion: 'TLSv1.2',
     // Checked and reported below rather than refused, so the report can say what is wrong.

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
+import { runCli, show } from './cli-common.js';
 import { queuedIds, upstreamFor, waitUntil } from './relay-common.js';
 
 describe('relay: the name the ESP certificate is checked against', () => {
@@ -55,5 +56,9 @@ describe('relay: the name the ESP certificate is checked against', () => {
       esp.messages.every((m) => m.secure),
       'over TLS',
     );
+    // `upstream verify` checks the certificate against the same name as the relay.
+    const verify = await runCli(['upstream', 'verify', '-c', relay.configFile], { cwd: relay.dir });
+    assert.equal(verify.code, 0, show(verify));
+    assert.match(verify.stdout, /certificate trusted/, show(verify));
   });
 });
