@@ -209,7 +209,7 @@ export class Relay {
   async start(): Promise<void> {
     const { config, log } = this.options;
     const swept = await this.spool.init();
-    if (swept.tmpFiles || swept.orphanBodies) {
+    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
     const keyPair = await listenerCertificate(config, log);
