@@ -2,9 +2,10 @@
 // config (defaults filled in, environment applied) with every secret masked.
 import { Command } from 'commander';
 import YAML from 'yaml';
-import { ConfigError, loadConfig, type Config } from '../config/load.js';
+import type { Config } from '../config/load.js';
 import { formatDuration } from '../config/units.js';
-import { CliError, EXIT_REFUSED, printJson, say, withConfigOption } from './output.js';
+import { loadConfigOrExit } from './common.js';
+import { printJson, say, withConfigOption } from './output.js';
 
 const DURATION_KEYS = new Set(['maxAge', 'retry', 'authFailureWindow', 'authLockout', 'grace', 'timeout']);
 const SIZE_KEYS = new Set(['maxMessageSize']);
@@ -53,13 +54,7 @@ export function checkConfigCommand(): Command {
       .option('-q, --quiet', 'only validate (exit 0 when valid)'),
     '  smarthost check-config -c /etc/smarthost/smarthost.yml',
   ).action((opts: { config?: string; json?: boolean; quiet?: boolean }) => {
-    let config: Config;
-    try {
-      config = loadConfig(opts.config);
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CliError(err.message, EXIT_REFUSED);
-      throw err;
-    }
+    const config = loadConfigOrExit(opts.config);
     if (opts.quiet) return;
     const shown = presentConfig(config);
     if (opts.json) return printJson({ valid: true, source: config.source, config: shown });

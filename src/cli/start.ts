@@ -1,22 +1,13 @@
 // `smarthost start`: load the config, run the relay, and handle the signals a service
 // manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config, upstreams and
 // their credentials included).
-import { ConfigError, loadConfig, type Config } from '../config/load.js';
 import { ConfigReloader } from '../config/watch.js';
 import { createLogger } from '../log.js';
 import { Relay } from '../relay.js';
+import { loadConfigOrExit } from './common.js';
 
 export async function startCommand(options: { config?: string }): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig(options.config);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`smarthost: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit(options.config);
   const log = createLogger(config.log);
   let relay: Relay;
   try {

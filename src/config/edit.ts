@@ -4,10 +4,11 @@
 // written; the write is atomic (temp file, fsync, rename, fsync of the folder) and the previous
 // version is kept as <file>.bak.
 import { randomBytes } from 'node:crypto';
-import { constants, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, parseDocument, type Document, YAMLMap, YAMLSeq } from 'yaml';
 import { ConfigError, parseConfigText, type Config } from './load.js';
+import { fsyncDir } from '../spool/fsync.js';
 
 /** An edit the file cannot take: nothing was written. */
 export class ConfigEditError extends Error {
@@ -155,20 +156,9 @@ export async function writeFileAtomic(
     await fs.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  await fsyncDirectory(dir);
+  // Some file systems cannot fsync a folder; the rename is still atomic.
+  await fsyncDir(dir).catch(() => undefined);
   return backup;
-}
-
-async function fsyncDirectory(dir: string): Promise<void> {
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(dir, constants.O_RDONLY);
-    await handle.sync();
-  } catch {
-    // Some file systems cannot fsync a folder; the rename is still atomic.
-  } finally {
-    await handle?.close();
-  }
 }
 
 // --- helpers for edits ---------------------------------------------------------------------------
