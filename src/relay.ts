@@ -235,7 +235,7 @@ export class Relay {
         },
         keyPair,
         {
-          maxSize: policy.maxAdvertisedSize(),
+          maxSize: policy.maxAdvertisedSize,
           maxClients: config.limits.maxConnections,
           closeTimeout: config.shutdown.grace,
         },

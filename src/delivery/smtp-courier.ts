@@ -22,6 +22,7 @@ import { systemClock, type Clock } from '../upstream/clock.js';
 import { tokenUrlOf } from '../upstream/oauth.js';
 import type { Courier, RecipientResult } from './courier.js';
 import { SIZE_HEADROOM, UpstreamClient, type UpstreamEvent } from './upstream-client.js';
+import { domainOf } from '../policy/address.js';
 
 export { SIZE_HEADROOM, transportOptions } from './upstream-client.js';
 
@@ -58,7 +59,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
 
   /** The upstreams that may carry mail from `sender`, in order. */
   route(sender: string): UpstreamClient[] {
-    const domain = sender.includes('@') ? sender.slice(sender.lastIndexOf('@') + 1).toLowerCase() : '';
+    const domain = domainOf(sender);
     const routed = this.clients.filter((c) => domain && c.upstream.senderDomains.includes(domain));
     if (routed.length) return routed;
     const general = this.clients.filter((c) => c.upstream.senderDomains.length === 0);

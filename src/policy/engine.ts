@@ -46,6 +46,8 @@ export class PolicyEngine {
   readonly sources: SourceResolver;
   readonly state: PolicyState;
   readonly upstreamSizeLimit: ((sender?: string) => number | undefined) | undefined;
+  /** The largest size any source may send: what the listeners advertise with SIZE. */
+  readonly maxAdvertisedSize: number;
 
   constructor(
     readonly config: Config,
@@ -54,12 +56,13 @@ export class PolicyEngine {
     this.sources = new SourceResolver(config);
     this.state = options.state ?? options.previous?.state ?? new PolicyState();
     this.upstreamSizeLimit = options.upstreamSizeLimit ?? options.previous?.upstreamSizeLimit;
-  }
-
-  /** The largest size any source may send: what the listeners advertise with SIZE. */
-  maxAdvertisedSize(): number {
-    const sizes = [...this.config.allowlist, ...this.config.users].map((s) => s.maxMessageSize ?? 0);
-    return Math.max(this.config.limits.maxMessageSize, this.config.defaults.maxMessageSize ?? 0, ...sizes);
+    // Computed once: the config of an engine never changes (a reload builds a new engine).
+    const sizes = [...config.allowlist, ...config.users].map((s) => s.maxMessageSize ?? 0);
+    this.maxAdvertisedSize = Math.max(
+      config.limits.maxMessageSize,
+      config.defaults.maxMessageSize ?? 0,
+      ...sizes,
+    );
   }
 
   /** The source's limit, or the upstream ESP's when that is smaller (no use accepting what can only bounce). */
@@ -86,11 +89,9 @@ export class PolicyEngine {
    * is locked out after failed logins. On success returns the function to call when it closes.
    */
   openConnection(ip: string): () => void {
+    this.checkAuthAllowed(ip);
     const address = normaliseIp(ip);
     const { limits } = this.config;
-    const lockedFor = this.state.authFailures.lockedFor(address);
-    if (lockedFor > 0)
-      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
     if (this.state.connections.total >= limits.maxConnections)
       throw smtpErrors.tooManyConnections(limits.maxConnections);
     if (this.state.connections.from(address) >= limits.maxConnectionsPerIp)

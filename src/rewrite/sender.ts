@@ -14,6 +14,7 @@ import type { Headers } from 'mailsplit';
 import libmime from 'libmime';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import type { Policy } from '../config/load.js';
+import { domainOf } from '../policy/address.js';
 
 export type SenderRules = Pick<Policy, 'sender' | 'senders'>;
 
@@ -28,10 +29,8 @@ function sameAddress(a: string | undefined, b: string): boolean {
 }
 
 function inVerifiedDomain(address: string, rules: SenderRules): boolean {
-  const at = address.lastIndexOf('@');
-  if (at === -1) return false;
-  const domain = address.slice(at + 1).toLowerCase();
-  return (rules.senders?.domains ?? []).includes(domain);
+  // domainOf gives '' without an @, which no configured domain is.
+  return (rules.senders?.domains ?? []).includes(domainOf(address));
 }
 
 /**

@@ -329,7 +329,7 @@ export class Listener {
     }
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const sender = planSender(from, source.policy);
-    const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize());
+    const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize);
     const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
     try {
       const entry = await receiveMessage(
