@@ -56,15 +56,17 @@ export class SourceResolver {
   }
 
   byAddress(ip: string): Source | undefined {
-    const address = normaliseIp(ip);
-    const family = isIPv4(address) ? 4 : 6;
+    const normalised = normaliseIp(ip);
+    const family = isIPv4(normalised) ? 4 : 6;
+    // Parsed once, not once per range (contains() would parse a string each time).
+    let address: IPCIDR.Address;
+    try {
+      address = IPCIDR.createAddress(normalised);
+    } catch {
+      return undefined; // not an address ip-cidr can parse: it matches nothing
+    }
     for (const entry of this.ranges) {
-      if (entry.family !== family) continue;
-      try {
-        if (entry.range.contains(address)) return strip(entry);
-      } catch {
-        // ip-cidr throws on forms it cannot parse (zone ids): such an address matches nothing.
-      }
+      if (entry.family === family && entry.range.contains(address)) return strip(entry);
     }
     return undefined;
   }
