@@ -110,6 +110,8 @@ export class UpstreamClient {
   readonly tokens: TokenCache | undefined;
   /** The ESP's SIZE: undefined until learned, 0 when it declares no limit. */
   maxSize: number | undefined;
+  /** Built once (it reads the `ca` file): the pool and the probes both connect with it. */
+  private readonly options: SMTPPool.Options;
   private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
   private readonly clock: Clock;
   private probing: Promise<void> | undefined;
@@ -129,7 +131,8 @@ export class UpstreamClient {
         now: () => this.clock.now(),
       });
     }
-    this.transport = nodemailer.createTransport(transportOptions(upstream, deps.hostname, this.tokens));
+    this.options = transportOptions(upstream, deps.hostname, this.tokens);
+    this.transport = nodemailer.createTransport(this.options);
   }
 
   get name(): string {
@@ -182,8 +185,11 @@ export class UpstreamClient {
       if (throttle) this.throttled(throttle);
       if (isUpstreamFailure(err) || throttle) this.failed(err);
       else this.succeeded();
+      // Classified once for every recipient without a reply of its own.
+      const shared = { outcome: outcomeOf(err), reply: describeFailure(err), upstream };
       return recipients.map((recipient) => {
-        const failure = perRecipient.get(recipient) ?? err;
+        const failure = perRecipient.get(recipient);
+        if (!failure) return { recipient, ...shared };
         return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
       });
     } finally {
@@ -246,7 +252,7 @@ export class UpstreamClient {
   }
 
   private async runProbe(): Promise<void> {
-    const options = transportOptions(this.upstream, this.deps.hostname, this.tokens);
+    const options = this.options;
     const connection = new SMTPConnection({
       ...(options as SMTPConnection.Options),
       logger: false,
@@ -276,10 +282,11 @@ export class UpstreamClient {
       connection.close();
       if (this.closed) return;
       const err = error as SmtpFailure;
-      this.deps.log?.warn(`upstream ${this.name} check failed: ${describeFailure(err)}`, {
+      const reason = describeFailure(err);
+      this.deps.log?.warn(`upstream ${this.name} check failed: ${reason}`, {
         event: 'upstream_check_failed',
         upstream: this.name,
-        reason: describeFailure(err),
+        reason,
       });
       if (outcomeOf(err) === 'temporary') this.failed(err);
     }
