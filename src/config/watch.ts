@@ -73,15 +73,28 @@ export class ConfigReloader {
    * Re-reads the file and swaps the new config in; a broken file is refused and reported.
    * `fromWatch`: the file changed on disk and nobody asked for a reload, so a change that would
    * stop all delivery (every upstream removed: capture mode) waits for an explicit reload.
+   * `settled`: the text the watch saw settle, applied as it is (a new read could catch the
+   * file being written again).
    */
-  reload(reason: string, { fromWatch = false }: { fromWatch?: boolean } = {}): ReloadResult {
+  reload(
+    reason: string,
+    { fromWatch = false, settled }: { fromWatch?: boolean; settled?: { file: string; text: string } } = {},
+  ): ReloadResult {
     // With no file at start (built-in defaults), a ./smarthost.yml made since is picked up.
     const file = this.file ?? findConfigFile();
     let config: Config;
     let text: string | undefined;
+    const refuse = (error: string): ReloadResult => {
+      this.refusedText = text;
+      this.log.error(`config reload refused (${reason}), the old config keeps running: ${error}`, {
+        event: 'reload_failed',
+        reason,
+      });
+      return { ok: false, error, file, restartNeeded: [] };
+    };
     try {
       if (file) {
-        text = readText(file);
+        text = settled?.file === file ? settled.text : readText(file);
         if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
         // An empty file is almost always one being written (truncated, not yet filled): taken as
         // built-in defaults it would switch a relay to capture mode for a moment.
@@ -99,13 +112,7 @@ export class ConfigReloader {
         config = loadConfig();
       }
     } catch (err) {
-      const error = (err as Error).message;
-      this.refusedText = text;
-      this.log.error(`config reload refused (${reason}), the old config keeps running: ${error}`, {
-        event: 'reload_failed',
-        reason,
-      });
-      return { ok: false, error, file, restartNeeded: [] };
+      return refuse((err as Error).message);
     }
     const before = this.relay.config;
     const restartNeeded = START_ONLY.filter(
@@ -116,13 +123,7 @@ export class ConfigReloader {
       upstreamChanged = this.relay.applyConfig(config)?.upstreamChanged;
     } catch (err) {
       // Nothing was swapped in (e.g. an upstream's ca file cannot be read).
-      const error = `${file ?? config.source}: ${(err as Error).message}`;
-      this.refusedText = text;
-      this.log.error(`config reload refused (${reason}), the old config keeps running: ${error}`, {
-        event: 'reload_failed',
-        reason,
-      });
-      return { ok: false, error, file, restartNeeded: [] };
+      return refuse(`${file ?? config.source}: ${(err as Error).message}`);
     }
     this.file = config.file;
     this.loadedText = text;
@@ -200,7 +201,7 @@ export class ConfigReloader {
       return;
     }
     this.settlingText = undefined;
-    this.reload('file changed', { fromWatch: true });
+    this.reload('file changed', { fromWatch: true, settled: { file: target, text } });
   }
 
   close(): void {
