@@ -1,12 +1,13 @@
 // What the queue commands do, on a spool and (when the relay runs) its delivery queue. The
 // relay's control socket runs these with its queue; the CLI runs them on the spool directly
 // when no relay is running.
-import { open, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { DeliveryQueue } from '../queue/delivery-queue.js';
 import { pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../spool/entry.js';
 import type { DeadLetter, Spool } from '../spool/spool.js';
 import { ControlRefusal } from './protocol.js';
+import { readHeaderBlock } from '../bounce/dsn.js';
 
 export interface QueueSummary {
   id: string;
@@ -185,18 +186,12 @@ function checkId(id: string): string {
   return id;
 }
 
+/** A stored message's header block as text (LF line ends), '' when it cannot be read. */
 async function readHeaders(file: string): Promise<string> {
-  const handle = await open(file, 'r').catch(() => undefined);
-  if (!handle) return '';
-  try {
-    const buffer = Buffer.alloc(64 * 1024);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-    const text = buffer.subarray(0, bytesRead).toString('utf8');
-    const end = text.search(/\r?\n\r?\n/);
-    return (end >= 0 ? text.slice(0, end) : text).replace(/\r\n/g, '\n');
-  } finally {
-    await handle.close();
-  }
+  // Spool bodies always have CRLF line ends (the receiver normalises them; DSNs are built so).
+  const block = await readHeaderBlock(file).catch(() => undefined);
+  if (!block) return '';
+  return block.toString('utf8').replace(/\r\n$/, '').replace(/\r\n/g, '\n');
 }
 
 function sleep(ms: number): Promise<void> {
