@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import type { Courier, RecipientResult } from '../delivery/courier.js';
 import type { Bouncer } from '../bounce/bouncer.js';
 import type { FailedRecipient } from '../bounce/dsn.js';
-import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
+import { pendingRecipients, type QueueEntry, type RecipientState } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { retryDelay } from './backoff.js';
 import { TimerHeap } from './timer-heap.js';
@@ -205,7 +205,7 @@ export class DeliveryQueue extends EventEmitter {
     const now = this.now();
     entry.attempts++;
     const failedNow: FailedRecipient[] = [];
-    const deferred: RecipientResult[] = [];
+    const deferred: { result: RecipientResult; state: RecipientState }[] = [];
     for (const result of results) {
       const state = entry.recipients.find((r) => r.address === result.recipient && r.status === 'pending');
       if (!state) continue;
@@ -217,13 +217,12 @@ export class DeliveryQueue extends EventEmitter {
         state.status = 'failed';
         failedNow.push({ address: result.recipient, reply: result.reply });
       } else {
-        deferred.push(result);
+        deferred.push({ result, state });
       }
     }
     const expired = deferred.length > 0 && now - entry.createdAt >= this.deps.config().queue.maxAge;
     if (expired) {
-      for (const result of deferred) {
-        const state = entry.recipients.find((r) => r.address === result.recipient)!;
+      for (const { result, state } of deferred) {
         state.status = 'failed';
         failedNow.push({ address: result.recipient, reply: result.reply, expired: true });
       }
@@ -259,7 +258,7 @@ export class DeliveryQueue extends EventEmitter {
       }
       return;
     }
-    entry.lastError = deferred[0]?.reply;
+    entry.lastError = deferred[0]?.result.reply;
     entry.nextAttemptAt = now + retryDelay(entry.attempts, this.deps.config().queue.retry);
     await spool.update(entry);
     this.heap.schedule(id, entry.nextAttemptAt);

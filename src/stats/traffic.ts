@@ -136,24 +136,14 @@ export class TrafficStats {
           row = { source: key.slice(2), unknown: key.startsWith('c:'), ...emptyCounts() };
           rows.set(key, row);
         }
-        row.messages += c.messages;
-        row.recipients += c.recipients;
-        row.bytes += c.bytes;
-        row.refused += c.refused;
-        row.rateLimited += c.rateLimited;
+        addCounts(row, c);
         for (const [reason, n] of Object.entries(c.reasons))
           row.reasons[reason] = (row.reasons[reason] ?? 0) + n;
       }
     }
     const all = [...rows.values()];
     const totals = { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0 };
-    for (const r of all) {
-      totals.messages += r.messages;
-      totals.recipients += r.recipients;
-      totals.bytes += r.bytes;
-      totals.refused += r.refused;
-      totals.rateLimited += r.rateLimited;
-    }
+    for (const r of all) addCounts(totals, r);
     const top = (key: 'messages' | 'refused' | 'rateLimited') =>
       all
         .filter((r) => r[key] > 0)
@@ -185,4 +175,15 @@ export function statsHandler(traffic: TrafficStats): (args: unknown) => Promise<
     const limit = typeof a.limit === 'number' && a.limit > 0 ? Math.floor(a.limit) : 10;
     return traffic.report(since, limit);
   };
+}
+
+type Totals = Record<'messages' | 'recipients' | 'bytes' | 'refused' | 'rateLimited', number>;
+
+/** Adds the numeric counts of `from` to `to`. */
+function addCounts(to: Totals, from: Totals): void {
+  to.messages += from.messages;
+  to.recipients += from.recipients;
+  to.bytes += from.bytes;
+  to.refused += from.refused;
+  to.rateLimited += from.rateLimited;
 }
