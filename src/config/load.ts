@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type RawConfig, type UpstreamConfig, type Policy } from './schema.js';
 import { resolveOAuth2, type OAuth2Settings } from '../upstream/oauth-config.js';
+import { readOrReport } from './files.js';
 
 export type { Policy, ListenerConfig, AllowlistEntry, UserEntry, Rate, SendersPolicy } from './schema.js';
 
@@ -147,38 +148,19 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
   const upstreamList = data.upstreams ?? (data.upstream ? [data.upstream] : []);
   const upstreams: Upstream[] = upstreamList.map((u, index) => {
     const { passFile, name, auth: rawAuth, ...rest } = u;
+    const key = data.upstreams ? `upstreams.${index}` : 'upstream';
     let pass = rest.pass;
     if (passFile) {
-      try {
-        pass = readFileSync(resolvePath(passFile), 'utf8').trim();
-      } catch (err) {
-        const key = data.upstreams ? `upstreams.${index}.passFile` : 'upstream.passFile';
-        problems.push(
-          `${key}: cannot read ${JSON.stringify(passFile)}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-        );
-      }
+      const text = readOrReport(passFile, `${key}.passFile`, resolvePath, problems);
+      if (text !== undefined) pass = text.trim();
     }
     const auth = rawAuth
-      ? resolveOAuth2(
-          rawAuth,
-          rest.user,
-          data.upstreams ? `upstreams.${index}.auth` : 'upstream.auth',
-          resolvePath,
-          problems,
-        )
+      ? resolveOAuth2(rawAuth, rest.user, `${key}.auth`, resolvePath, problems)
       : undefined;
     if (rest.ca) {
-      try {
-        readFileSync(resolvePath(rest.ca));
-      } catch (err) {
-        const key = data.upstreams ? `upstreams.${index}.ca` : 'upstream.ca';
-        problems.push(
-          `${key}: cannot read ${JSON.stringify(rest.ca)}: ${(err as NodeJS.ErrnoException).code ?? err} (a PEM file of CA certificates to trust)`,
-        );
-      }
+      readOrReport(rest.ca, `${key}.ca`, resolvePath, problems, ' (a PEM file of CA certificates to trust)');
     }
     if (rest.user && pass === undefined && !rawAuth) {
-      const key = data.upstreams ? `upstreams.${index}` : 'upstream';
       problems.push(`${key}: user is set but neither pass nor passFile (or SMARTHOST_UPSTREAM_PASS[_FILE])`);
     }
     return {

@@ -1,8 +1,8 @@
 // An upstream's `auth: { type: oauth2, ... }` once loaded: the *File secrets read, the Google
 // service account key parsed. The schema (src/config/schema.ts) has already checked which keys
 // each provider needs; this only turns files into values, reporting what cannot be read.
-import { readFileSync } from 'node:fs';
 import type { UpstreamConfig } from '../config/schema.js';
+import { readOrReport } from '../config/files.js';
 
 type RawAuth = NonNullable<UpstreamConfig['auth']>;
 
@@ -32,16 +32,8 @@ export function resolveOAuth2(
   problems: string[],
 ): OAuth2Settings | undefined {
   const before = problems.length;
-  const read = (file: string, field: string): string | undefined => {
-    try {
-      return readFileSync(resolvePath(file), 'utf8').trim();
-    } catch (err) {
-      problems.push(
-        `${key}.${field}: cannot read ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-      );
-      return undefined;
-    }
-  };
+  const read = (file: string, field: string): string | undefined =>
+    readOrReport(file, `${key}.${field}`, resolvePath, problems)?.trim();
   const user = auth.user ?? fallbackUser;
   if (!user) problems.push(`${key}.user: the mailbox to send as is needed for OAuth2 (auth.user or user)`);
   const clientSecret =
