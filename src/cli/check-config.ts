@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import type { Config } from '../config/load.js';
 import { formatDuration } from '../config/units.js';
 import { loadConfigOrExit } from './common.js';
-import { printJson, say, withConfigOption } from './output.js';
+import { printJson, say, sizeInUnits, withConfigOption } from './output.js';
 
 const DURATION_KEYS = new Set(['maxAge', 'retry', 'authFailureWindow', 'authLockout', 'grace', 'timeout']);
 const SIZE_KEYS = new Set(['maxMessageSize']);
@@ -14,9 +14,8 @@ const MASK = '********';
 const SECRET_KEYS = /^(pass|password|clientSecret|refreshToken|accessToken|token|secret|apiKey|privateKey)$/i;
 
 function size(bytes: number): string {
-  if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}MB`;
-  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024}KB`;
-  return String(bytes);
+  // A plain number otherwise: the printed config stays valid YAML for the schema.
+  return sizeInUnits(bytes) ?? String(bytes);
 }
 
 /** The config as an admin reads it: units back in words, secrets masked. */

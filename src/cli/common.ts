@@ -57,3 +57,12 @@ async function tellRelay(file: string): Promise<void> {
     }
   }
 }
+
+/** All of stdin as text, without the one trailing newline `echo` adds. */
+export async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+}

@@ -90,3 +90,10 @@ export function withConfigOption(command: Command, example: string): Command {
 export function configFileForEdit(explicit?: string): string {
   return findConfigFile(explicit) ?? path.resolve('smarthost.yml');
 }
+
+/** 25MB, 64KB: a whole number of MB or KB, as the config writes sizes; undefined otherwise. */
+export function sizeInUnits(bytes: number): string | undefined {
+  if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}MB`;
+  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024}KB`;
+  return undefined;
+}

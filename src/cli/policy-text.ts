@@ -1,10 +1,9 @@
 // A source's policy in words, for `allowlist list|test` and `user list`.
 import type { Policy } from '../config/load.js';
+import { sizeInUnits } from './output.js';
 
 function size(bytes: number): string {
-  if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}MB`;
-  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024}KB`;
-  return `${bytes} bytes`;
+  return sizeInUnits(bytes) ?? `${bytes} bytes`;
 }
 
 /** "key: value" pairs, one per line (multiline) or joined with "; ". Unset keys are left out. */

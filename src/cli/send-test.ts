@@ -3,7 +3,7 @@
 import { hostname as osHostname } from 'node:os';
 import { Command } from 'commander';
 import nodemailer from 'nodemailer';
-import { loadConfigOrExit } from './common.js';
+import { loadConfigOrExit, readStdin } from './common.js';
 import { CliError, EXIT_REFUSED, say, usage, withConfigOption } from './output.js';
 
 interface Options {
@@ -25,14 +25,6 @@ function parseServer(text: string): { host: string; port: number } {
   if (found?.[1] && found[2]) return { host: found[1], port: Number(found[2]) };
   if (portOnly?.[1]) return { host: '127.0.0.1', port: Number(portOnly[1]) };
   usage(`--server: expected HOST:PORT such as 127.0.0.1:2525, got "${text}"`);
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks)
-    .toString('utf8')
-    .replace(/\r?\n$/, '');
 }
 
 export function sendTestCommand(): Command {

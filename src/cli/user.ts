@@ -4,11 +4,10 @@ import { Command } from 'commander';
 import type { Document } from 'yaml';
 import { ConfigEditError, ensureSeq, getSeq, seqMaps, stringAt } from '../config/edit.js';
 import { hashPassword } from '../policy/passwords.js';
-import { editAndApply, loadConfigOrExit } from './common.js';
+import { editAndApply, loadConfigOrExit, readStdin } from './common.js';
 import { describePolicy } from './policy-text.js';
 import { printJson, printTable, say, usage, withConfigOption, CliError, EXIT_REFUSED } from './output.js';
-
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+import { SOURCE_NAME } from '../config/schema.js';
 
 export function userCommand(): Command {
   const cmd = new Command('user')
@@ -101,7 +100,7 @@ export function userCommand(): Command {
 }
 
 function checkName(name: string): void {
-  if (!NAME.test(name))
+  if (!SOURCE_NAME.test(name))
     usage(`"${name}" is not a valid name: use letters, digits, ".", "_" or "-" (up to 64)`);
 }
 
@@ -126,12 +125,8 @@ function findUser(doc: Document, name: string) {
 /** From stdin (--password-stdin), else asked twice on the terminal without echo. */
 async function readPassword(name: string, fromStdin: boolean): Promise<string> {
   if (fromStdin) {
-    const chunks: Buffer[] = [];
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
     // One trailing newline is what `echo` adds; anything else is part of the password.
-    const password = Buffer.concat(chunks)
-      .toString('utf8')
-      .replace(/\r?\n$/, '');
+    const password = await readStdin();
     if (!password) throw new CliError('refused: the password read from stdin is empty', EXIT_REFUSED);
     return password;
   }

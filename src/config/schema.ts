@@ -76,9 +76,10 @@ const cidr = z.string().refine((value) => {
   return Number(bits) <= (family === 4 ? 32 : 128);
 }, 'expected an IP address or CIDR range such as 10.20.30.0/24 or fd00::/64');
 
-const sourceName = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, ".", "_" or "-"');
+/** What an allowlist entry's or a user's name may be. */
+export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const sourceName = z.string().regex(SOURCE_NAME, 'expected a name of letters, digits, ".", "_" or "-"');
 
 const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields });
 
