@@ -9,11 +9,11 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { constants } from 'node:fs';
-import { access, readdir } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './log.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
-import type { QueueEntry } from './spool/entry.js';
+import { queueIdTime, type QueueEntry } from './spool/entry.js';
 import type { Spool } from './spool/spool.js';
 
 /** The label value for a refusal whose client matched no source (not in the allowlist, no login). */
@@ -58,12 +58,6 @@ export interface MetricsDeps {
 export interface Health {
   ok: boolean;
   problems: string[];
-}
-
-/** Arrival time of a queue id: its first nine characters are milliseconds in base 36. */
-export function queueIdTime(id: string): number | undefined {
-  const ms = parseInt(id.slice(0, 9), 36);
-  return Number.isFinite(ms) ? ms : undefined;
 }
 
 export class Metrics {
@@ -245,18 +239,15 @@ export class Metrics {
   }
 
   private async oldestMessageAge(): Promise<number> {
-    let names: string[];
+    let ids: string[];
     try {
-      names = await readdir(this.deps.spool.queueDir);
+      ids = await this.deps.spool.ids();
     } catch {
       return 0;
     }
+    // Ids sort by arrival: the smallest is the oldest (a scan, not a sort, on every scrape).
     let oldest: string | undefined;
-    for (const name of names) {
-      if (!name.endsWith('.json')) continue;
-      const id = name.slice(0, -5);
-      if (oldest === undefined || id < oldest) oldest = id;
-    }
+    for (const id of ids) if (oldest === undefined || id < oldest) oldest = id;
     if (oldest === undefined) return 0;
     const entry = await this.deps.spool.read(oldest).catch(() => undefined);
     const since = entry?.createdAt ?? queueIdTime(oldest);

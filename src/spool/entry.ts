@@ -58,6 +58,12 @@ function randomHex(bytes: number): string {
   return pool.toString('hex', poolOffset - bytes, poolOffset);
 }
 
+/** Arrival time of a queue id (newQueueId): its first nine characters are milliseconds in base 36. */
+export function queueIdTime(id: string): number | undefined {
+  const ms = parseInt(id.slice(0, 9), 36);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
 export const QUEUE_ID_PATTERN = /^[0-9A-Z]{9}[0-9A-F]{10}$/;
 
 export function pendingRecipients(entry: QueueEntry): string[] {

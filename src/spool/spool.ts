@@ -219,12 +219,16 @@ export class Spool {
 
   /** Ids of all queued messages, oldest first (ids sort by arrival time). */
   async list(): Promise<string[]> {
+    return (await this.ids()).sort();
+  }
+
+  /** Ids of all queued messages, in no order (the oldest is the smallest). */
+  async ids(): Promise<string[]> {
     const names = await readdir(this.queueDir);
     return names
       .filter((n) => n.endsWith('.json'))
       .map((n) => n.slice(0, -5))
-      .filter((id) => QUEUE_ID_PATTERN.test(id))
-      .sort();
+      .filter((id) => QUEUE_ID_PATTERN.test(id));
   }
 
   /** Moves a message to failed/ (the dead letters) with the reason it could not be delivered. */
