@@ -297,7 +297,7 @@ export const configSchema = z
   });
 
 export type RawConfig = z.output<typeof configSchema>;
-export type Rate = NonNullable<RawConfig['defaults']['rateLimit']>;
+export type { Rate } from './units.js';
 export type Policy = z.output<typeof policy>;
 export type SendersPolicy = z.output<typeof sendersPolicy>;
 export type AllowlistEntry = z.output<typeof allowlistEntry>;

@@ -161,7 +161,7 @@ export class TrafficStats {
   }
 }
 
-/** The control-socket handler for `stats`: `{since?: "1h" | ms, limit?: n}` → TrafficReport. */
+/** The control-socket handler for `stats`: `{since?: "1h" | seconds, limit?: n}` → TrafficReport. */
 export function statsHandler(traffic: TrafficStats): (args: unknown) => Promise<TrafficReport> {
   return async (args) => {
     const a = (args && typeof args === 'object' ? args : {}) as { since?: unknown; limit?: unknown };
