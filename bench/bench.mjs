@@ -19,7 +19,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -410,7 +409,6 @@ async function startSmarthost(sinkPort, { spoolDir, waitReady = true } = {}) {
     port,
     started,
     child,
-    logFile: path.join(dir, 'smarthost.log'),
     pids: () => [child.pid],
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -495,8 +493,6 @@ async function startPostfix(sinkPort) {
   const server = {
     name: 'Postfix',
     port,
-    dir,
-    logFile: path.join(dir, 'maillog'),
     masterPid() {
       try {
         return Number(fs.readFileSync(path.join(queue, 'pid', 'master.pid'), 'utf8').trim());
@@ -690,7 +686,9 @@ async function runScenarios(servers, sink) {
 }
 
 /** Writes `count` queued messages straight into a smarthost spool, in its own format (src/spool). */
-function writeSpool(spoolDir, count) {
+async function writeSpool(spoolDir, count) {
+  // The spool's own id format (the bench runs after a build).
+  const { newQueueId } = await import('../dist/src/spool/entry.js');
   const queue = path.join(spoolDir, 'queue');
   for (const d of ['queue', 'tmp', 'failed']) fs.mkdirSync(path.join(spoolDir, d), { recursive: true });
   const body = Buffer.from(
@@ -701,8 +699,7 @@ function writeSpool(spoolDir, count) {
   const t = Date.now() - count;
   for (let i = 0; i < count; i++) {
     const created = t + i;
-    const id =
-      created.toString(36).toUpperCase().padStart(9, '0') + randomBytes(5).toString('hex').toUpperCase();
+    const id = newQueueId(created);
     fs.writeFileSync(path.join(queue, `${id}.eml`), body);
     const entry = {
       id,
@@ -724,7 +721,7 @@ async function startupScenario(sink) {
   const dir = tempDir('spool');
   const spoolDir = path.join(dir, 'data');
   const t0 = now();
-  writeSpool(spoolDir, N.spool);
+  await writeSpool(spoolDir, N.spool);
   console.log(
     `  [smarthost] wrote ${N.spool} messages into the spool in ${((now() - t0) / 1000).toFixed(1)} s`,
   );
