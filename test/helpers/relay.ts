@@ -212,6 +212,9 @@ function probeOnce(host: string, port: number, implicitTls: boolean, timeoutMs: 
 
 // --- the relay ----------------------------------------------------------------------------------
 
+/** The relay's last start-up line (src/relay.ts), in either log format. */
+const STARTED = /smarthost started \(config: /;
+
 class RelayProcess implements Relay {
   private child!: ChildProcess;
   private out = '';
@@ -231,6 +234,19 @@ class RelayProcess implements Relay {
     private readonly env: NodeJS.ProcessEnv,
     private readonly readyTimeoutMs: number,
   ) {}
+
+  /** Whether the relay's log level prints the info-level "started" line. */
+  private get logsStarted(): boolean {
+    const log = this.config.log;
+    const level = isRecord(log) ? log.level : undefined;
+    return level === 'debug' || level === 'info';
+  }
+
+  /** The relay's greetings and greeting-time refusals carry its hostname and banner. */
+  private isOwnGreeting(line: string): boolean {
+    const hostname = typeof this.config.hostname === 'string' ? this.config.hostname : undefined;
+    return /smarthost ESMTP/.test(line) || (hostname !== undefined && line.includes(hostname));
+  }
 
   get process(): ChildProcess {
     return this.child;
@@ -288,9 +304,24 @@ class RelayProcess implements Relay {
           signal,
         );
       }
+      // A greeting alone is not proof: another test's server may have taken the port between
+      // freePort() and the relay's bind (the relay then exits with EADDRINUSE, but a probe could
+      // already have passed). So the greeting must be the relay's, and where the log level shows
+      // it, this run's own "started" line must be there.
+      if (this.logsStarted && !STARTED.test(this.out.slice(this.offset))) {
+        lastError = 'no "started" line in its output yet';
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
       try {
-        await probeOnce(this.host, this.port, this.implicitTls, Math.min(3000, deadline - Date.now()));
-        return;
+        const greeting = await probeOnce(
+          this.host,
+          this.port,
+          this.implicitTls,
+          Math.min(3000, deadline - Date.now()),
+        );
+        if (this.isOwnGreeting(greeting)) return;
+        lastError = `another server answers on this port: ${greeting}`;
       } catch (err) {
         lastError = err instanceof Error ? err.message : String(err);
       }

@@ -49,18 +49,32 @@ function trackTempDir(dir: string): void {
 }
 
 /**
- * A TCP port that was free on `host` a moment ago (bind to port 0, read it, close). There is a
- * small race with other processes; good enough for tests on loopback.
+ * A TCP port that was free on `host` a moment ago. It is drawn at random from 20000-32767, below
+ * Linux's ephemeral range (32768-60999), and bind-checked: the servers tests start with port 0
+ * (ESP stand-ins, token endpoints) and every outgoing connection take their ports from the
+ * ephemeral range, so they cannot take this port in the moment between the check and the relay's
+ * own bind. Another test process drawing the same number at the same moment is the race left.
  */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = FREE_PORT_LOW + Math.floor(Math.random() * (FREE_PORT_HIGH - FREE_PORT_LOW));
+    if (await bindable(host, port)) return port;
+    if (attempt === 50) throw new Error(`freePort: no free port on ${host} after 50 tries`);
+  }
+}
+
+const FREE_PORT_LOW = 20000;
+const FREE_PORT_HIGH = 32768;
+
+function bindable(host: string, port: number): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close((err) => (err ? reject(err) : resolve(port)));
-    });
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(false) : reject(err),
+    );
+    server.listen({ host, port, exclusive: true }, () =>
+      server.close((err) => (err ? reject(err) : resolve(true))),
+    );
   });
 }
