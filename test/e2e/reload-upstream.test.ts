@@ -189,6 +189,11 @@ describe('reload: upstream changes take effect without a restart', () => {
     const early = await arrived(espB, 'queued before the switch');
     assert.equal(early.user, 'b-account');
     assert.deepEqual(early.to, ['customer@example.com']);
+    // The ESP has the message before the relay has read its 250 and logged the delivery.
+    await explained(
+      relay,
+      waitUntil(`the delivered line of ${queued}`, () => events(relay, 'delivered', queued)[0]),
+    );
     const delivered = events(relay, 'delivered', queued);
     assert.equal(delivered.length, 1);
     assert.equal(delivered[0]!.upstream, `127.0.0.1:${espB.port}`);
