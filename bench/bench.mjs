@@ -22,6 +22,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 const REPO = path.resolve(import.meta.dirname, '..');
+const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const RESULTS = path.join(REPO, 'bench', 'results');
 const argv = process.argv.slice(2);
 const QUICK = argv.includes('--quick');
@@ -397,7 +398,9 @@ async function startSmarthost(sinkPort, { spoolDir, waitReady = true } = {}) {
   const logFd = fs.openSync(path.join(dir, 'smarthost.log'), 'a');
   const started = now();
   const child = track(
-    spawn(process.execPath, [path.join(REPO, 'bin', 'smarthost.js'), 'start', '-c', configFile], {
+    // BENCH_NODE_ARGS: node options for the relay only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+    // to see where its time goes under the benchmark's load.
+    spawn(process.execPath, [...nodeArgs, path.join(REPO, 'bin', 'smarthost.js'), 'start', '-c', configFile], {
       cwd: dir,
       stdio: ['ignore', logFd, logFd],
       env: { ...process.env, NODE_ENV: 'production' },

@@ -1,6 +1,9 @@
 // The courier hands a queued message to the next hop and says, per recipient, what happened.
 // Every outcome is classified: delivered, temporary (retry later) or permanent (bounce).
 import type { QueueEntry } from '../spool/entry.js';
+import type { MessageBody } from '../spool/spool.js';
+
+export type { MessageBody };
 
 export type Outcome = 'delivered' | 'temporary' | 'permanent';
 
@@ -16,7 +19,7 @@ export interface RecipientResult {
 export interface Courier {
   /** A name for the start-up log: where mail goes. */
   readonly description: string;
-  send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]>;
+  send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]>;
   /** Background work once the relay runs (upstream checks). */
   start?(): void;
   /** The relay is shutting down: end sends that are only waiting (for the pace) quickly. */

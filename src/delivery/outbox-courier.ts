@@ -1,8 +1,8 @@
 // Capture mode: with no upstream configured, each message that would be sent is written to
 // outbox/<id>.eml with its envelope in outbox/<id>.json, so a first run can be tried safely.
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Courier, RecipientResult } from './courier.js';
+import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import type { QueueEntry } from '../spool/entry.js';
 import { fsyncDir, fsyncFile, replaceFileDurably } from '../spool/fsync.js';
 
@@ -13,10 +13,11 @@ export class OutboxCourier implements Courier {
     this.description = `capture mode: messages are written to ${outboxDir}, nothing is sent`;
   }
 
-  async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
+  async send(entry: QueueEntry, recipients: string[], source: MessageBody): Promise<RecipientResult[]> {
     await mkdir(this.outboxDir, { recursive: true });
     const body = path.join(this.outboxDir, `${entry.id}.eml`);
-    await copyFile(bodyPath, body);
+    if (source.data) await writeFile(body, source.data, { mode: 0o640 });
+    else await copyFile(source.path, body);
     await fsyncFile(body);
     const envelope = {
       id: entry.id,

@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import type { QueueEntry } from '../spool/entry.js';
 import { systemClock, type Clock } from '../upstream/clock.js';
 import { tokenUrlOf } from '../upstream/oauth.js';
-import type { Courier, RecipientResult } from './courier.js';
+import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import { SIZE_HEADROOM, UpstreamClient, type UpstreamEvent } from './upstream-client.js';
 import { domainOf } from '../policy/address.js';
 
@@ -80,7 +80,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
     return largest ? Math.max(largest - SIZE_HEADROOM, 1) : undefined;
   }
 
-  async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
+  async send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]> {
     const candidates = this.route(entry.from);
     const now = this.clock.now();
     const up = candidates.filter((c) => !c.isDown(now));
@@ -89,7 +89,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
     const final = new Map<string, RecipientResult>();
     let remaining = recipients;
     for (const client of order) {
-      const results = await client.send(entry, remaining, bodyPath);
+      const results = await client.send(entry, remaining, body);
       for (const result of results) final.set(result.recipient, result);
       remaining = results.filter((r) => r.outcome === 'temporary').map((r) => r.recipient);
       if (remaining.length === 0) break;

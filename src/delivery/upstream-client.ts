@@ -16,7 +16,7 @@ import { UpstreamHealth } from '../upstream/health.js';
 import { TokenCache, tokenFetcher } from '../upstream/oauth.js';
 import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
 import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
-import type { RecipientResult } from './courier.js';
+import type { MessageBody, RecipientResult } from './courier.js';
 import { connectWithoutDelay } from './no-delay-socket.js';
 import { describeFailure, isThrottling, isUpstreamFailure, outcomeOf, type SmtpFailure } from './classify.js';
 
@@ -143,7 +143,7 @@ export class UpstreamClient {
     return this.health.isDown(now);
   }
 
-  async send(entry: QueueEntry, recipients: string[], bodyPath: string): Promise<RecipientResult[]> {
+  async send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]> {
     const upstream = this.name;
     let slot: PaceSlot;
     try {
@@ -153,7 +153,7 @@ export class UpstreamClient {
       return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply, upstream }));
     }
     let reached = true;
-    const raw = createReadStream(bodyPath, { highWaterMark: READ_CHUNK });
+    const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });
     try {
       const info = await this.transport.sendMail({
         envelope: { from: entry.from, to: recipients },
@@ -195,7 +195,7 @@ export class UpstreamClient {
     } finally {
       slot.finish(reached);
       // A send that failed before DATA never read the file: close it now, not at GC.
-      raw.destroy();
+      if (!Buffer.isBuffer(raw)) raw.destroy();
     }
   }
 

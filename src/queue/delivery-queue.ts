@@ -196,7 +196,7 @@ export class DeliveryQueue extends EventEmitter {
     let results: RecipientResult[] = [];
     if (pending.length) {
       try {
-        results = await this.deps.courier().send(entry, pending, spool.bodyPath(id));
+        results = await this.deps.courier().send(entry, pending, spool.body(id));
       } catch (err) {
         const reply = `local error: ${(err as Error).message}`;
         results = pending.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));

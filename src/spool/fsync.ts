@@ -21,24 +21,29 @@ export async function fsyncFile(file: string): Promise<void> {
 
 /**
  * Writes everything `source` yields into an open file (not fsynced: the caller decides when),
- * and returns the byte count and the CRC-32 of what was written.
+ * and returns the byte count and the CRC-32 of what was written. With `keepUpTo`, a body no
+ * larger than that is also returned whole, as written (`kept`).
  */
 export async function streamInto(
   handle: FileHandle,
   source: Readable,
-): Promise<{ bytes: number; crc32: number }> {
+  keepUpTo = 0,
+): Promise<{ bytes: number; crc32: number; kept?: Buffer }> {
   let bytes = 0;
   let crc = 0;
+  let kept: Buffer[] | undefined = keepUpTo > 0 ? [] : undefined;
   // Small chunks (a client writing line by line) are gathered into larger writes.
   let batch: Buffer[] = [];
   let batchBytes = 0;
   const flush = async () => {
     const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
     crc = crc32(data, crc);
-    await writeAll(handle, data);
     bytes += batchBytes;
+    if (kept && bytes <= keepUpTo) kept.push(data);
+    else kept = undefined;
     batch = [];
     batchBytes = 0;
+    await writeAll(handle, data);
   };
   for await (const chunk of source as AsyncIterable<Buffer>) {
     batch.push(chunk);
@@ -46,7 +51,8 @@ export async function streamInto(
     if (batchBytes >= 64 * 1024) await flush();
   }
   if (batchBytes) await flush();
-  return { bytes, crc32: crc };
+  const whole = kept && (kept.length === 1 ? kept[0]! : Buffer.concat(kept));
+  return { bytes, crc32: crc, ...(whole ? { kept: whole } : {}) };
 }
 
 /** The CRC-32 of a whole file, read in a stream. */

@@ -39,8 +39,15 @@ import {
   writeFileDurably,
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
+import { RECENT_BODY_MAX, RecentBodies } from './recent-bodies.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
+
+/** A queued message's body: its file, and for a small message just accepted the same bytes. */
+export interface MessageBody {
+  path: string;
+  data?: Buffer;
+}
 
 export interface DeadLetter extends QueueEntry {
   failedAt: number;
@@ -56,6 +63,8 @@ export class Spool {
   private tmpCounter = 0;
   /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
   private readonly receiving = new Set<string>();
+  /** Small bodies just accepted, for their first attempt (see recent-bodies.ts). */
+  private readonly recentBodies = new RecentBodies();
 
   constructor(readonly dir: string) {
     this.queueDir = path.join(dir, 'queue');
@@ -100,6 +109,12 @@ export class Spool {
     return path.join(this.queueDir, `${id}.eml`);
   }
 
+  /** The body to send: its file, and its bytes when it was kept in memory since its acceptance. */
+  body(id: string): MessageBody {
+    const data = this.recentBodies.take(id);
+    return data ? { path: this.bodyPath(id), data } : { path: this.bodyPath(id) };
+  }
+
   private metaPath(id: string): string {
     return path.join(this.queueDir, `${id}.json`);
   }
@@ -121,7 +136,7 @@ export class Spool {
       // Their names reach the disk while the body arrives (see the top of this file).
       const namesSynced = this.queueSync.sync();
       namesSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
-      const { bytes, crc32 } = await streamInto(bodyHandle, body);
+      const { bytes, crc32, kept } = await streamInto(bodyHandle, body, RECENT_BODY_MAX);
       const full: QueueEntry = { ...entry, size: bytes, bodyCrc32: crc32 };
       const steps = await Promise.allSettled([
         bodyHandle.sync(),
@@ -131,6 +146,7 @@ export class Spool {
       const failed = steps.find((step) => step.status === 'rejected');
       if (failed) throw failed.reason;
       await Promise.all(handles.map((h) => h.close()));
+      if (kept) this.recentBodies.keep(entry.id, kept);
       return full;
     } catch (err) {
       await Promise.all(handles.map(closeQuietly));
@@ -207,6 +223,7 @@ export class Spool {
 
   /** Removes a message that is done. The .json goes first, so a crash leaves at most a body to sweep. */
   async remove(id: string): Promise<boolean> {
+    this.recentBodies.drop(id);
     try {
       await unlink(this.metaPath(id));
     } catch (err) {
@@ -235,6 +252,7 @@ export class Spool {
   async moveToFailed(entry: QueueEntry, reason: string): Promise<void> {
     // Dead letter first, then the body, then the queue's envelope: a crash at any point
     // leaves either the message still queued, or a complete dead letter that init() finishes.
+    this.recentBodies.drop(entry.id);
     const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
     await replaceFileDurably(
       this.tmpPath(entry.id, 'json'),
