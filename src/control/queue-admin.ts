@@ -1,8 +1,6 @@
 // What the queue commands do, on a spool and (when the relay runs) its delivery queue. The
 // relay's control socket runs these with its queue; the CLI runs them on the spool directly
 // when no relay is running.
-import { unlink } from 'node:fs/promises';
-import path from 'node:path';
 import type { DeliveryQueue } from '../queue/delivery-queue.js';
 import { pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../spool/entry.js';
 import type { DeadLetter, Spool } from '../spool/spool.js';
@@ -94,13 +92,13 @@ export class QueueAdmin {
         headers: await readHeaders(this.spool.bodyPath(id)),
       };
     }
-    const dead = (await this.spool.listFailed()).find((d) => d.id === id);
+    const dead = await this.spool.readFailed(id);
     if (dead) {
       return {
         where: 'failed',
         entry: dead,
         inFlight: false,
-        headers: await readHeaders(path.join(this.spool.failedDir, `${id}.eml`)),
+        headers: await readHeaders(this.spool.failedBodyPath(id)),
       };
     }
     throw new ControlRefusal(`no message ${id} in the queue or the dead letters`);
@@ -142,7 +140,7 @@ export class QueueAdmin {
         this.queue.forget(id);
       }
       if (await this.spool.remove(id)) done.push(id);
-      else if (await this.removeDeadLetter(id)) done.push(id);
+      else if (await this.spool.removeFailed(id)) done.push(id);
       else missing.push(id);
     }
     return { done, missing, live: Boolean(this.queue) };
@@ -166,16 +164,6 @@ export class QueueAdmin {
       this.queue?.enqueue(id);
     }
     return { done, missing, live: Boolean(this.queue) };
-  }
-
-  private async removeDeadLetter(id: string): Promise<boolean> {
-    try {
-      await unlink(path.join(this.spool.failedDir, `${id}.json`));
-    } catch {
-      return false;
-    }
-    await unlink(path.join(this.spool.failedDir, `${id}.eml`)).catch(() => undefined);
-    return true;
   }
 }
 

@@ -256,10 +256,10 @@ export class Spool {
     const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
     await replaceFileDurably(
       this.tmpPath(entry.id, 'json'),
-      path.join(this.failedDir, `${entry.id}.json`),
+      this.failedMetaPath(entry.id),
       JSON.stringify(dead, null, 2),
     );
-    const body = path.join(this.failedDir, `${entry.id}.eml`);
+    const body = this.failedBodyPath(entry.id);
     await rename(this.bodyPath(entry.id), body).catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
@@ -280,15 +280,38 @@ export class Spool {
     return out;
   }
 
-  /** Puts a dead letter back in the queue, its failed recipients pending again. */
-  async requeue(id: string, now = Date.now()): Promise<QueueEntry | undefined> {
-    const metaFile = path.join(this.failedDir, `${id}.json`);
-    let dead: DeadLetter;
+  failedBodyPath(id: string): string {
+    return path.join(this.failedDir, `${id}.eml`);
+  }
+
+  private failedMetaPath(id: string): string {
+    return path.join(this.failedDir, `${id}.json`);
+  }
+
+  /** One dead letter, or undefined when there is none by that id. */
+  async readFailed(id: string): Promise<DeadLetter | undefined> {
     try {
-      dead = JSON.parse(await readFile(metaFile, 'utf8')) as DeadLetter;
+      return JSON.parse(await readFile(this.failedMetaPath(id), 'utf8')) as DeadLetter;
     } catch {
       return undefined;
     }
+  }
+
+  /** Deletes a dead letter for good. False when there is none by that id. */
+  async removeFailed(id: string): Promise<boolean> {
+    try {
+      await unlink(this.failedMetaPath(id));
+    } catch {
+      return false;
+    }
+    await unlink(this.failedBodyPath(id)).catch(() => undefined);
+    return true;
+  }
+
+  /** Puts a dead letter back in the queue, its failed recipients pending again. */
+  async requeue(id: string, now = Date.now()): Promise<QueueEntry | undefined> {
+    const dead = await this.readFailed(id);
+    if (!dead) return undefined;
     const { failedAt: _f, reason: _r, ...entry } = dead;
     const requeued: QueueEntry = {
       ...entry,
@@ -297,11 +320,11 @@ export class Spool {
       attempts: 0,
       nextAttemptAt: now,
     };
-    await copyFile(path.join(this.failedDir, `${id}.eml`), this.bodyPath(id));
+    await copyFile(this.failedBodyPath(id), this.bodyPath(id));
     await fsyncFile(this.bodyPath(id));
     await this.update(requeued);
-    await unlink(metaFile);
-    await unlink(path.join(this.failedDir, `${id}.eml`)).catch(() => undefined);
+    await unlink(this.failedMetaPath(id));
+    await unlink(this.failedBodyPath(id)).catch(() => undefined);
     return requeued;
   }
 

@@ -10,7 +10,7 @@ import { QueueAdmin } from '../../src/control/queue-admin.js';
 import { ControlServer } from '../../src/control/server.js';
 import { silentLogger } from '../../src/log.js';
 import { newQueueId } from '../../src/spool/entry.js';
-import { Spool } from '../../src/spool/spool.js';
+import { Spool, type DeadLetter } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 async function spoolWith(count: number): Promise<{ spool: Spool; ids: string[] }> {
@@ -98,11 +98,17 @@ describe('queue admin', () => {
       (await admin.failed()).map((d) => d.id),
       ids,
     );
+    const dead = await admin.show(ids[1]!);
+    assert.equal(dead.where, 'failed');
+    assert.equal((dead.entry as DeadLetter).reason, '550 no such user');
+    assert.match(dead.headers, /^Subject: m1$/);
     assert.deepEqual((await admin.requeue([ids[0]!])).done, [ids[0]]);
     assert.ok(queue.calls.includes(`enqueue ${ids[0]}`));
     assert.equal((await spool.read(ids[0]!))!.recipients[0]!.status, 'pending');
     assert.deepEqual((await admin.delete([ids[1]!])).done, [ids[1]]);
     assert.deepEqual(await admin.failed(), []);
+    assert.deepEqual((await admin.delete([ids[1]!])).missing, [ids[1]], 'gone for good');
+    await assert.rejects(admin.show(ids[1]!), ControlRefusal);
     assert.match((await admin.show(ids[0]!)).headers, /^Subject: m0$/);
   });
 });
