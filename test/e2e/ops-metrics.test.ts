@@ -82,13 +82,17 @@ describe('ops: /metrics and /healthz', () => {
     assert.equal(metricValue(body, 'smarthost_up'), 1);
 
     // Every accepted message is delivered (captured) once: attempts by outcome and upstream.
-    const delivered = await waitUntil('10 delivered attempts in /metrics', async () => {
+    const delivered = await waitUntil('10 delivered attempts and an empty queue in /metrics', async () => {
       const text = (await httpGet(metricsPort, '/metrics')).body;
       const n = metricValue(text, 'smarthost_delivery_attempts_total', {
         outcome: 'delivered',
         upstream: 'outbox',
       });
-      return n === 10 ? text : undefined;
+      // The attempt is counted before its files leave the queue: wait for both.
+      const drained =
+        metricValue(text, 'smarthost_queue_depth') === 0 &&
+        metricValue(text, 'smarthost_queue_oldest_message_age_seconds') === 0;
+      return n === 10 && drained ? text : undefined;
     });
     assert.equal(
       metricValue(delivered, 'smarthost_upstream_latency_seconds_count', { upstream: 'outbox' }),

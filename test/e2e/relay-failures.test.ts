@@ -105,11 +105,11 @@ describe('relay: upstream refusals', () => {
     // Kept as a dead letter with the reason, and no longer queued.
     const failedDir = path.join(relay.spoolDir, 'failed');
     const deadFile = path.join(failedDir, `${id}.json`);
-    await waitUntil(deadFile, () =>
-      fs.access(deadFile).then(
-        () => true,
-        () => false,
-      ),
+    // The move's last step is the queue's .json: once it is gone, both dead-letter files are there.
+    await waitUntil(
+      `${id} moved to failed/`,
+      async () =>
+        !(await queuedIds(relay.spoolDir)).includes(id) && (await fs.readdir(failedDir)).length === 2,
     );
     const dead = JSON.parse(await fs.readFile(deadFile, 'utf8')) as {
       reason: string;

@@ -121,8 +121,12 @@ describe('relay: restart', () => {
     await esp.start();
     await relay.restart();
     await explained(relay, esp.waitFor(3));
-    await waitUntil('an empty queue', async () => (await queuedIds(relay.spoolDir)).length === 0);
-    await sleep(1000);
+    // Bodies go after their envelopes: wait for both.
+    await waitUntil(
+      'an empty queue/',
+      async () => (await filesIn(path.join(relay.spoolDir, 'queue'))).length === 0,
+    );
+    await sleep(1000); // and nothing else (the orphan) arrives
     assert.deepEqual(esp.messages.map((m) => header(m.raw, 'subject')).sort(), [
       'resume-0',
       'resume-1',
@@ -185,6 +189,8 @@ describe('relay: refusals and failures while receiving', () => {
     // The relay is still fine.
     const small = await sendMail({ port: relay.port, from: 'scanner@corp.example', to: ['a@example.com'] });
     assert.ok(small.ok, small.response);
+    // Delivered (captured) and gone from queue/ before the next test looks at queue/.
+    await waitUntil('queue/ empty again', async () => (await filesIn(queue)).length === 0, 10_000);
   });
 
   test('a write error (file size limit, EFBIG) answers 451 4.3.0 and leaves no partial file', async (t) => {

@@ -163,7 +163,15 @@ describe('relay: delivery to an upstream requiring STARTTLS and AUTH', () => {
     assert.match(raw, /\r\n\r\nline one\r\n\.line two\r\n\r\nend\r\n$/);
   });
 
+  /** The earlier tests' messages leave queue/ only once the ESP's 250 is read: wait for that. */
+  const queueDrained = () =>
+    waitUntil(
+      'the earlier messages out of the queue',
+      async () => (await queuedIds(relay.spoolDir)).length === 0,
+    );
+
   test('a client outside the allowlist without AUTH is refused with 5.7.1 and nothing is queued', async () => {
+    await queueDrained();
     const sent = await sendMail({
       port: relay.port,
       localAddress: '127.0.0.2',
@@ -228,6 +236,7 @@ describe('relay: delivery to an upstream requiring STARTTLS and AUTH', () => {
   });
 
   test('AUTH is not offered on a plain connection, and an attempt is refused', async () => {
+    await queueDrained();
     const plain = await rawSmtpSession(relay.port, ['EHLO outsider.test', authPlain('crm', CRM_PASSWORD)], {
       localAddress: '127.0.0.2',
     });

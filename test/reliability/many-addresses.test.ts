@@ -18,7 +18,7 @@ let relay: Relay;
 before(async () => {
   relay = await startRelay({
     config: {
-      allowlist: [{ cidr: '127.0.0.0/8', name: 'lan', rateLimit: '100/min' }],
+      allowlist: [{ cidr: '127.0.0.0/8', name: 'lan', rateLimit: '100/hour' }],
       limits: { maxConnections: 1000, maxConnectionsPerIp: 5 },
       log: { level: 'warn' },
     },
@@ -63,8 +63,9 @@ test(`${ADDRESSES} distinct client addresses hitting the rate limiter leave memo
     [...counts.values()].reduce((a, b) => a + b, 0),
     ADDRESSES,
   );
-  assert.ok((counts.get('450 4.7.1') ?? 0) >= ADDRESSES - 200, `most were rate-limited: ${summary}`);
-  assert.ok((counts.get('250 2.1.0') ?? 0) <= 200, `the burst allowance is all that got through: ${summary}`);
+  // 100/hour: a burst of 100, then one every 36 s (a slow machine's run may see a few more).
+  assert.ok((counts.get('450 4.7.1') ?? 0) >= ADDRESSES - 120, `most were rate-limited: ${summary}`);
+  assert.ok((counts.get('250 2.1.0') ?? 0) <= 120, `the burst allowance is all that got through: ${summary}`);
 
   const rss = await procMemory(relay.process.pid!, 'VmRSS');
   assert.ok(rssAfterWarmUp && rss, 'resident memory readable from /proc');
