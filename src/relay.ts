@@ -223,7 +223,7 @@ export class Relay {
           spool: this.spool,
           log,
           accepted: (entry) => {
-            this.queue.enqueue(entry.id, undefined, entry);
+            this.queue.enqueue(entry.id);
             this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
             this.metrics?.messageAccepted(entry);
           },

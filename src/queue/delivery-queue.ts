@@ -17,8 +17,6 @@ import { TimerHeap } from './timer-heap.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
 const SPOOL_ERROR_RETRY_MS = 10_000;
-/** How many just-accepted states are held for their first attempt (beyond: read from disk). */
-const FRESH_LIMIT = 1000;
 
 export interface AttemptEvent {
   entry: QueueEntry;
@@ -44,8 +42,6 @@ export class DeliveryQueue extends EventEmitter {
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Ids an admin asked to retry now, whatever their next-attempt time. */
   private readonly forced = new Set<string>();
-  /** States of messages just accepted, for their first attempt (saves reading them back). */
-  private readonly fresh = new Map<string, QueueEntry>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly now: () => number;
@@ -74,10 +70,9 @@ export class DeliveryQueue extends EventEmitter {
     return this.inFlight.size;
   }
 
-  /** Schedules `id`; `entry` is its state as just written to the spool, if the caller has it. */
-  enqueue(id: string, due = this.now(), entry?: QueueEntry): void {
+  /** Schedules `id`. */
+  enqueue(id: string, due = this.now()): void {
     if (this.stopped) return;
-    if (entry && this.fresh.size < FRESH_LIMIT) this.fresh.set(id, entry);
     this.heap.schedule(id, due);
     this.pump();
   }
@@ -97,7 +92,6 @@ export class DeliveryQueue extends EventEmitter {
   forget(id: string): void {
     this.heap.delete(id);
     this.forced.delete(id);
-    this.fresh.delete(id);
   }
 
   isInFlight(id: string): boolean {
@@ -158,9 +152,9 @@ export class DeliveryQueue extends EventEmitter {
 
   private async attempt(id: string): Promise<void> {
     const { spool, log } = this.deps;
-    const held = this.fresh.get(id);
-    this.fresh.delete(id);
-    const entry = held ?? (await spool.read(id));
+    // Just accepted by this process: its state and small body are in memory (spool/just-accepted.ts).
+    const held = spool.takeJustAccepted(id);
+    const entry = held?.entry ?? (await spool.read(id));
     if (!entry) {
       // Delivered or deleted meanwhile, being received now, or left half-written by a crash.
       if (await spool.sweepIfIncomplete(id)) {
@@ -196,7 +190,9 @@ export class DeliveryQueue extends EventEmitter {
     let results: RecipientResult[] = [];
     if (pending.length) {
       try {
-        results = await this.deps.courier().send(entry, pending, spool.body(id));
+        results = await this.deps
+          .courier()
+          .send(entry, pending, { path: spool.bodyPath(id), data: held?.data });
       } catch (err) {
         const reply = `local error: ${(err as Error).message}`;
         results = pending.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));
@@ -241,7 +237,7 @@ export class DeliveryQueue extends EventEmitter {
           recipients: failedNow.length,
         });
         this.emit('bounced', entry, failedNow);
-        this.enqueue(bounce.id, this.now(), bounce);
+        this.enqueue(bounce.id);
       }
     }
 

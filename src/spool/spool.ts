@@ -39,7 +39,7 @@ import {
   writeFileDurably,
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
-import { RECENT_BODY_MAX, RecentBodies } from './recent-bodies.js';
+import { JustAccepted, KEPT_BODY_MAX, type Held } from './just-accepted.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
 
@@ -63,8 +63,8 @@ export class Spool {
   private tmpCounter = 0;
   /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
   private readonly receiving = new Set<string>();
-  /** Small bodies just accepted, for their first attempt (see recent-bodies.ts). */
-  private readonly recentBodies = new RecentBodies();
+  /** Messages just accepted, for their first attempt (see just-accepted.ts). */
+  private readonly justAccepted = new JustAccepted();
 
   constructor(readonly dir: string) {
     this.queueDir = path.join(dir, 'queue');
@@ -96,7 +96,7 @@ export class Spool {
         // (moveToFailed writes the dead letter first). Finish it, or the message would be
         // retried from a body that is not there until it expired, and bounced twice.
         const id = name.slice(0, -5);
-        if (await exists(path.join(this.failedDir, `${id}.eml`))) {
+        if (await exists(this.failedBodyPath(id))) {
           await unlink(path.join(this.queueDir, name)).catch(() => undefined);
           interruptedMoves++;
         }
@@ -109,10 +109,12 @@ export class Spool {
     return path.join(this.queueDir, `${id}.eml`);
   }
 
-  /** The body to send: its file, and its bytes when it was kept in memory since its acceptance. */
-  body(id: string): MessageBody {
-    const data = this.recentBodies.take(id);
-    return data ? { path: this.bodyPath(id), data } : { path: this.bodyPath(id) };
+  /**
+   * A message this process accepted and has not handed over yet: its state, and its body's
+   * bytes when small. Handed over once, for the first attempt; undefined when not held.
+   */
+  takeJustAccepted(id: string): Held | undefined {
+    return this.justAccepted.take(id);
   }
 
   private metaPath(id: string): string {
@@ -136,7 +138,7 @@ export class Spool {
       // Their names reach the disk while the body arrives (see the top of this file).
       const namesSynced = this.queueSync.sync();
       namesSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
-      const { bytes, crc32, kept } = await streamInto(bodyHandle, body, RECENT_BODY_MAX);
+      const { bytes, crc32, kept } = await streamInto(bodyHandle, body, KEPT_BODY_MAX);
       const full: QueueEntry = { ...entry, size: bytes, bodyCrc32: crc32 };
       const steps = await Promise.allSettled([
         bodyHandle.sync(),
@@ -146,7 +148,7 @@ export class Spool {
       const failed = steps.find((step) => step.status === 'rejected');
       if (failed) throw failed.reason;
       await Promise.all(handles.map((h) => h.close()));
-      if (kept) this.recentBodies.keep(entry.id, kept);
+      this.justAccepted.hold(full, kept);
       return full;
     } catch (err) {
       await Promise.all(handles.map(closeQuietly));
@@ -215,6 +217,7 @@ export class Spool {
 
   /** Rewrites the state of a message (never its body), atomically and durably. */
   async update(entry: QueueEntry): Promise<void> {
+    this.justAccepted.drop(entry.id); // what is held would be an older state
     // The body is durable by now (its fsync was seen, or verifyBody checked it): no more check.
     const { bodyCrc32: _checked, ...state } = entry;
     await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(state));
@@ -223,7 +226,7 @@ export class Spool {
 
   /** Removes a message that is done. The .json goes first, so a crash leaves at most a body to sweep. */
   async remove(id: string): Promise<boolean> {
-    this.recentBodies.drop(id);
+    this.justAccepted.drop(id);
     try {
       await unlink(this.metaPath(id));
     } catch (err) {
@@ -252,7 +255,7 @@ export class Spool {
   async moveToFailed(entry: QueueEntry, reason: string): Promise<void> {
     // Dead letter first, then the body, then the queue's envelope: a crash at any point
     // leaves either the message still queued, or a complete dead letter that init() finishes.
-    this.recentBodies.drop(entry.id);
+    this.justAccepted.drop(entry.id);
     const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
     await replaceFileDurably(
       this.tmpPath(entry.id, 'json'),
@@ -271,11 +274,9 @@ export class Spool {
     const names = await readdir(this.failedDir).catch(() => [] as string[]);
     const out: DeadLetter[] = [];
     for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-      try {
-        out.push(JSON.parse(await readFile(path.join(this.failedDir, name), 'utf8')) as DeadLetter);
-      } catch {
-        // A half-written dead letter cannot exist (written via rename); ignore foreign files.
-      }
+      // A half-written dead letter cannot exist (written via rename); foreign files are skipped.
+      const dead = await this.readFailed(name.slice(0, -5));
+      if (dead) out.push(dead);
     }
     return out;
   }

@@ -193,30 +193,32 @@ describe('Spool', () => {
     assert.equal(await spool.requeue('0NOSUCHID0000000000'), undefined);
   });
 
-  test('a small body just accepted is handed over once from memory, as on disk; a large one never', async () => {
+  test('a message just accepted is handed over once from memory: its state, and its body when small', async () => {
     const spool = await newSpool();
     // Written in several chunks and batches: what is kept must be all of them, in order.
     const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(1500, 0x41 + (i % 26)));
     const small = await spool.accept(Readable.from(chunks), entry());
-    const first = spool.body(small.id);
-    assert.equal(first.path, spool.bodyPath(small.id));
-    assert.ok(first.data, 'kept in memory');
+    const first = spool.takeJustAccepted(small.id);
+    assert.ok(first, 'held');
+    assert.deepEqual(first.entry, await spool.read(small.id), 'the state as on disk');
+    assert.ok(first.data, 'its body kept in memory');
     assert.ok(first.data.equals(await fs.readFile(spool.bodyPath(small.id))), 'the same bytes as the file');
-    assert.deepEqual(
-      spool.body(small.id),
-      { path: spool.bodyPath(small.id) },
-      'a second attempt reads the file',
-    );
+    assert.equal(spool.takeJustAccepted(small.id), undefined, 'a second attempt reads the disk');
 
     const large = await spool.accept(Readable.from([Buffer.alloc(64 * 1024 + 1, 0x61)]), entry());
-    assert.deepEqual(spool.body(large.id), { path: spool.bodyPath(large.id) }, 'larger than 64 KB: streamed');
+    const held = spool.takeJustAccepted(large.id);
+    assert.equal(held?.entry.id, large.id);
+    assert.equal(held?.data, undefined, 'larger than 64 KB: streamed from disk');
 
     const removed = await spool.accept(Readable.from([Buffer.from('Subject: x\r\n\r\n')]), entry());
     await spool.remove(removed.id);
-    assert.equal(spool.body(removed.id).data, undefined, 'a removed message leaves nothing in memory');
+    assert.equal(spool.takeJustAccepted(removed.id), undefined, 'a removed message leaves nothing in memory');
     const dead = await spool.accept(Readable.from([Buffer.from('Subject: y\r\n\r\n')]), entry());
     await spool.moveToFailed(dead, 'gone');
-    assert.equal(spool.body(dead.id).data, undefined, 'nor does a dead letter');
+    assert.equal(spool.takeJustAccepted(dead.id), undefined, 'nor does a dead letter');
+    const updated = await spool.accept(Readable.from([Buffer.from('Subject: z\r\n\r\n')]), entry());
+    await spool.update({ ...updated, attempts: 1 });
+    assert.equal(spool.takeJustAccepted(updated.id), undefined, 'nor a state rewritten since');
   });
 
   test('acceptBuffer queues a message the relay made itself', async () => {
