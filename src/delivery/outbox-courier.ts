@@ -1,10 +1,10 @@
 // Capture mode: with no upstream configured, each message that would be sent is written to
 // outbox/<id>.eml with its envelope in outbox/<id>.json, so a first run can be tried safely.
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import type { QueueEntry } from '../spool/entry.js';
-import { fsyncDir, fsyncFile, replaceFileDurably } from '../spool/fsync.js';
+import { fsyncDir, fsyncFile, replaceFileDurably, writeFileDurably } from '../spool/fsync.js';
 
 export class OutboxCourier implements Courier {
   readonly description: string;
@@ -16,9 +16,12 @@ export class OutboxCourier implements Courier {
   async send(entry: QueueEntry, recipients: string[], source: MessageBody): Promise<RecipientResult[]> {
     await mkdir(this.outboxDir, { recursive: true });
     const body = path.join(this.outboxDir, `${entry.id}.eml`);
-    if (source.data) await writeFile(body, source.data, { mode: 0o640 });
-    else await copyFile(source.path, body);
-    await fsyncFile(body);
+    if (source.data) {
+      await writeFileDurably(body, source.data);
+    } else {
+      await copyFile(source.path, body);
+      await fsyncFile(body);
+    }
     const envelope = {
       id: entry.id,
       from: entry.from,
