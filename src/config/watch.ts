@@ -71,15 +71,12 @@ export class ConfigReloader {
 
   /**
    * Re-reads the file and swaps the new config in; a broken file is refused and reported.
-   * `fromWatch`: the file changed on disk and nobody asked for a reload, so a change that would
-   * stop all delivery (every upstream removed: capture mode) waits for an explicit reload.
-   * `settled`: the text the watch saw settle, applied as it is (a new read could catch the
-   * file being written again).
+   * `watchedText`: the text the watch saw settle, applied as it is (a new read could catch the
+   * file being written again). Then nobody asked for a reload, so a change that would stop all
+   * delivery (every upstream removed: capture mode) waits for an explicit one.
    */
-  reload(
-    reason: string,
-    { fromWatch = false, settled }: { fromWatch?: boolean; settled?: { file: string; text: string } } = {},
-  ): ReloadResult {
+  reload(reason: string, watchedText?: string): ReloadResult {
+    const fromWatch = watchedText !== undefined;
     // With no file at start (built-in defaults), a ./smarthost.yml made since is picked up.
     const file = this.file ?? findConfigFile();
     let config: Config;
@@ -94,7 +91,8 @@ export class ConfigReloader {
     };
     try {
       if (file) {
-        text = settled?.file === file ? settled.text : readText(file);
+        // The watch reads the same file: the one given at start, or ./smarthost.yml.
+        text = watchedText ?? readText(file);
         if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
         // An empty file is almost always one being written (truncated, not yet filled): taken as
         // built-in defaults it would switch a relay to capture mode for a moment.
@@ -201,7 +199,7 @@ export class ConfigReloader {
       return;
     }
     this.settlingText = undefined;
-    this.reload('file changed', { fromWatch: true, settled: { file: target, text } });
+    this.reload('file changed', text);
   }
 
   close(): void {

@@ -60,8 +60,7 @@ export class HeaderRewriter extends Transform {
   private headerEnd(chunk: Buffer, before: number): number {
     // Near the start, look at all of it: a message may begin with its blank line.
     if (before < HEADER_END.length) {
-      const start = Buffer.concat(this.pending);
-      return findHeaderEnd(start);
+      return findHeaderEnd(this.pending.length === 1 ? chunk : Buffer.concat(this.pending));
     }
     // The blank line may straddle the previous chunk and this one.
     const tail = lastBytes(this.pending.slice(0, -1), HEADER_END.length - 1);

@@ -142,7 +142,7 @@ export class TrafficStats {
       }
     }
     const all = [...rows.values()];
-    const totals = { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0 };
+    const totals: Totals = { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0 };
     for (const r of all) addCounts(totals, r);
     const top = (key: 'messages' | 'refused' | 'rateLimited') =>
       all
@@ -177,7 +177,7 @@ export function statsHandler(traffic: TrafficStats): (args: unknown) => Promise<
   };
 }
 
-type Totals = Record<'messages' | 'recipients' | 'bytes' | 'refused' | 'rateLimited', number>;
+type Totals = Omit<TrafficCounts, 'reasons'>;
 
 /** Adds the numeric counts of `from` to `to`. */
 function addCounts(to: Totals, from: Totals): void {

@@ -106,7 +106,6 @@ interface OAuth2Secrets {
 export function withOAuth2Secrets(settings: OAuth2Settings): OAuth2Settings & { secrets: OAuth2Secrets } {
   return {
     ...settings,
-    serviceAccount: settings.serviceAccount ? { ...settings.serviceAccount } : undefined,
     secrets: {
       clientSecret: settings.clientSecret,
       refreshToken: settings.refreshToken,
