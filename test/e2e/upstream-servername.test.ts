@@ -7,7 +7,8 @@ import { sendMail } from '../helpers/client.js';
 import { startEsp, type Esp } from '../helpers/esp.js';
 import { startRelay, type Relay } from '../helpers/relay.js';
 import { runCli, show } from './cli-common.js';
-import { queuedIds, upstreamFor, waitUntil } from './relay-common.js';
+import { explained, queuedIds, upstreamFor, waitUntil } from './relay-common.js';
+import { events } from './upstream-common.js';
 
 describe('relay: the name the ESP certificate is checked against', () => {
   let esp: Esp;
@@ -33,8 +34,11 @@ describe('relay: the name the ESP certificate is checked against', () => {
       raw: 'Subject: no name\r\n\r\nx\r\n',
     });
     assert.ok(sent.ok, sent.response);
-    const line = await relay.waitForOutput(/"event":"deferred".*/, 20_000);
-    assert.match(line[0], /esp\.corp\.test|altnames|certificate/i, 'the log says why');
+    const deferred = await explained(
+      relay,
+      waitUntil('its deferral', () => events(relay, 'deferred', sent.queueId)[0]),
+    );
+    assert.match(String(deferred.reply), /esp\.corp\.test|altnames|certificate/i, 'the log says why');
     assert.deepEqual(await queuedIds(relay.spoolDir), [sent.queueId], 'still queued');
     assert.equal(esp.messages.length, 0);
   });

@@ -235,10 +235,10 @@ class RelayProcess implements Relay {
     private readonly readyTimeoutMs: number,
   ) {}
 
-  /** Whether the relay's log level prints the info-level "started" line. */
+  /** Whether the relay's log level (SMARTHOST_LOG_LEVEL wins) prints the info-level "started" line. */
   private get logsStarted(): boolean {
     const log = this.config.log;
-    const level = isRecord(log) ? log.level : undefined;
+    const level = this.env.SMARTHOST_LOG_LEVEL ?? (isRecord(log) ? log.level : undefined);
     return level === 'debug' || level === 'info';
   }
 
