@@ -1,21 +1,65 @@
 // Durable file-system primitives: a file is only "there" once its bytes and the directory
 // entry that names it have both reached the disk (chasquid's safeio, Postfix's fsync-on-queue).
-import { createReadStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import fs from 'node:fs';
+import { rename, unlink } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
+
+/**
+ * open, write and close, made through libuv's thread pool (`pooled`) or on the calling thread
+ * (`inline`); fsync always goes through the pool, since it waits for the disk.
+ *
+ * On its own, a message is written faster inline: a trip through the pool costs more than the
+ * syscall (measured here: an open + 2 KB write + close took 170–225 µs of CPU through the pool,
+ * 20–90 µs inline), and the accept latency fell by about a quarter. Under load the pool is
+ * faster: with every operation inline, 20 sessions got a quarter to a third fewer messages a
+ * second through, most likely because a create or an unlink can wait for the journal commit of
+ * another message's fsync, and every session waits with it. So the spool chooses per message
+ * (spool.ts, accept), and removals stay in the pool.
+ */
+export interface FileOps {
+  open(file: string, flags: string, mode: number): Promise<number>;
+  /** Resolves the number of bytes written. */
+  write(fd: number, data: Buffer, offset: number, length: number): Promise<number>;
+  close(fd: number): Promise<void>;
+}
+
+const openInPool = promisify(fs.open);
+const writeInPool = promisify(fs.write);
+const closeInPool = promisify(fs.close);
+const fsyncInPool = promisify(fs.fsync);
+
+export const pooled: FileOps = {
+  open: (file, flags, mode) => openInPool(file, flags, mode),
+  write: async (fd, data, offset, length) => (await writeInPool(fd, data, offset, length)).bytesWritten,
+  close: (fd) => closeInPool(fd),
+};
+
+export const inline: FileOps = {
+  open: async (file, flags, mode) => fs.openSync(file, flags, mode),
+  write: async (fd, data, offset, length) => fs.writeSync(fd, data, offset, length),
+  close: async (fd) => fs.closeSync(fd),
+};
+
+/** Larger writes go through the pool whatever the choice: they may wait for the disk's writeback. */
+export const INLINE_WRITE_MAX = 64 * 1024;
+
+/** An fsync, through the thread pool. */
+export function syncFd(fd: number): Promise<void> {
+  return fsyncInPool(fd);
+}
 
 export async function fsyncDir(dir: string): Promise<void> {
   return fsyncFile(dir);
 }
 
 export async function fsyncFile(file: string): Promise<void> {
-  const handle = await open(file, 'r');
+  const fd = await openInPool(file, 'r');
   try {
-    await handle.sync();
+    await fsyncInPool(fd);
   } finally {
-    await handle.close();
+    await closeInPool(fd);
   }
 }
 
@@ -25,7 +69,8 @@ export async function fsyncFile(file: string): Promise<void> {
  * larger than that is also returned whole, as written (`kept`).
  */
 export async function streamInto(
-  handle: FileHandle,
+  ops: FileOps,
+  fd: number,
   source: Readable,
   keepUpTo = 0,
 ): Promise<{ bytes: number; crc32: number; kept?: Buffer }> {
@@ -43,7 +88,7 @@ export async function streamInto(
     else kept = undefined;
     batch = [];
     batchBytes = 0;
-    await writeAll(handle, data);
+    await writeAll(fd, data, ops);
   };
   for await (const chunk of source as AsyncIterable<Buffer>) {
     batch.push(chunk);
@@ -58,30 +103,31 @@ export async function streamInto(
 /** The CRC-32 of a whole file, read in a stream. */
 export async function fileCrc32(file: string): Promise<number> {
   let crc = 0;
-  for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) crc = crc32(chunk, crc);
+  for await (const chunk of fs.createReadStream(file) as AsyncIterable<Buffer>) crc = crc32(chunk, crc);
   return crc;
 }
 
-export async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
+/** Writes all of `data` at the file's position. */
+export async function writeAll(fd: number, data: Buffer, ops: FileOps = pooled): Promise<void> {
   let offset = 0;
   while (offset < data.length) {
-    const { bytesWritten } = await handle.write(data, offset, data.length - offset);
-    offset += bytesWritten;
+    const left = data.length - offset;
+    offset += await (left <= INLINE_WRITE_MAX ? ops : pooled).write(fd, data, offset, left);
   }
 }
 
 /** Writes a whole small file and fsyncs it (not the directory: the caller renames it into place). */
 export async function writeFileDurably(file: string, data: string | Buffer): Promise<void> {
-  const handle = await open(file, 'w', 0o640);
+  const fd = await openInPool(file, 'w', 0o640);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
+    await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    await fsyncInPool(fd);
   } catch (err) {
-    await closeQuietly(handle);
+    await closeQuietly(fd);
     await unlink(file).catch(() => undefined);
     throw err;
   }
-  await handle.close();
+  await closeInPool(fd);
 }
 
 /** Atomically replaces `target` with `data` via a temp file in `tmpDir` on the same file system. */
@@ -99,6 +145,6 @@ export async function replaceFileDurably(
   }
 }
 
-export async function closeQuietly(handle: FileHandle): Promise<void> {
-  await handle.close().catch(() => undefined);
+export async function closeQuietly(fd: number, ops: FileOps = pooled): Promise<void> {
+  await ops.close(fd).catch(() => undefined);
 }

@@ -14,17 +14,7 @@
 //   read back after a restart is checked before its first attempt (verifyBody); a mismatch goes
 //   to failed/ with the reason, never to the ESP. The check is dropped from the .json once the
 //   body is known to be durable (the next update).
-import {
-  copyFile,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-  type FileHandle,
-} from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DirSyncer } from './dir-syncer.js';
@@ -33,8 +23,11 @@ import {
   fileCrc32,
   fsyncDir,
   fsyncFile,
+  inline,
+  pooled,
   replaceFileDurably,
   streamInto,
+  syncFd,
   writeAll,
   writeFileDurably,
 } from './fsync.js';
@@ -129,29 +122,31 @@ export class Spool {
   async accept(body: Readable, entry: NewEntry): Promise<QueueEntry> {
     const bodyFile = this.bodyPath(entry.id);
     const metaFile = this.metaPath(entry.id);
-    const handles: FileHandle[] = [];
+    const fds: number[] = [];
     this.receiving.add(entry.id);
+    // Alone, a message is written inline; alongside others, through the thread pool (fsync.ts).
+    const ops = this.receiving.size === 1 ? inline : pooled;
     try {
-      handles.push(await open(bodyFile, 'wx', 0o640));
-      handles.push(await open(metaFile, 'wx', 0o640));
-      const [bodyHandle, metaHandle] = handles as [FileHandle, FileHandle];
+      fds.push(await ops.open(bodyFile, 'wx', 0o640));
+      fds.push(await ops.open(metaFile, 'wx', 0o640));
+      const [bodyFd, metaFd] = fds as [number, number];
       // Their names reach the disk while the body arrives (see the top of this file).
       const namesSynced = this.queueSync.sync();
       namesSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
-      const { bytes, crc32, kept } = await streamInto(bodyHandle, body, KEPT_BODY_MAX);
+      const { bytes, crc32, kept } = await streamInto(ops, bodyFd, body, KEPT_BODY_MAX);
       const full: QueueEntry = { ...entry, size: bytes, bodyCrc32: crc32 };
-      const steps = await Promise.allSettled([
-        bodyHandle.sync(),
-        writeAll(metaHandle, Buffer.from(JSON.stringify(full))).then(() => metaHandle.sync()),
-        namesSynced,
-      ]);
+      // The envelope is written before either fsync starts, so that one journal commit can take
+      // both files' data to the disk.
+      await writeAll(metaFd, Buffer.from(JSON.stringify(full)), ops);
+      const steps = await Promise.allSettled([syncFd(bodyFd), syncFd(metaFd), namesSynced]);
       const failed = steps.find((step) => step.status === 'rejected');
       if (failed) throw failed.reason;
-      await Promise.all(handles.map((h) => h.close()));
+      // Durable already: a failed close cannot undo that, and the descriptor is gone either way.
+      await Promise.all(fds.splice(0).map((fd) => closeQuietly(fd, ops)));
       this.justAccepted.hold(full, kept);
       return full;
     } catch (err) {
-      await Promise.all(handles.map(closeQuietly));
+      await Promise.all(fds.map((fd) => closeQuietly(fd, ops)));
       // The .json first: without it the body is not a message.
       await unlink(metaFile).catch(() => undefined);
       await unlink(bodyFile).catch(() => undefined);

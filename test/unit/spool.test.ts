@@ -86,6 +86,41 @@ describe('Spool', () => {
     assert.ok((await fs.readFile(spool.bodyPath(e.id))).equals(expected));
   });
 
+  test('messages received together are written alike, and a failure leaves only the others', async () => {
+    // The first message, alone when it starts, is written inline; those that arrive while it is
+    // still being received go through the thread pool (src/spool/fsync.ts).
+    const spool = await newSpool();
+    const first = new PassThrough();
+    const [a, b, c] = [entry(), entry(), entry()];
+    const acceptedA = spool.accept(first, a);
+    first.write('Subject: a\r\n\r\n');
+    const small = Buffer.from('Subject: b\r\n\r\nbee\r\n');
+    const large = Buffer.alloc(300_000, 0x63);
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(70_000, 0x64));
+        this.destroy(new Error('client went away'));
+      },
+    });
+    const results = await Promise.allSettled([
+      spool.accept(Readable.from([small]), b),
+      spool.accept(Readable.from([large.subarray(0, 100_000), large.subarray(100_000)]), c),
+      spool.accept(failing, entry()),
+    ]);
+    first.end('alpha\r\n');
+    await acceptedA;
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'rejected'],
+    );
+    assert.equal(await fs.readFile(spool.bodyPath(a.id), 'utf8'), 'Subject: a\r\n\r\nalpha\r\n');
+    assert.ok((await fs.readFile(spool.bodyPath(b.id))).equals(small));
+    assert.ok((await fs.readFile(spool.bodyPath(c.id))).equals(large));
+    for (const e of [a, b, c]) assert.equal((await spool.read(e.id))?.id, e.id);
+    const ids = [a, b, c].map((e) => e.id);
+    assert.deepEqual(await ls(spool.queueDir), ids.flatMap((id) => [`${id}.eml`, `${id}.json`]).sort());
+  });
+
   test('update rewrites the envelope only; the body file is the same file', async () => {
     const spool = await newSpool();
     const stored = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
