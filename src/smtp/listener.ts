@@ -7,7 +7,7 @@ import type { PolicyEngine } from '../policy/engine.js';
 import { verifyPassword } from '../policy/passwords.js';
 import { routingFormProblem } from '../policy/address.js';
 import type { Source } from '../policy/sources.js';
-import { planSender } from '../rewrite/sender.js';
+import { planSender, type SenderPlan } from '../rewrite/sender.js';
 import { newQueueId, type QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { SmtpError, smtpErrors } from './errors.js';
@@ -331,8 +331,9 @@ export class Listener {
     const sender = planSender(from, source.policy);
     const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize);
     const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
+    let entry: QueueEntry;
     try {
-      const entry = await receiveMessage(
+      entry = await receiveMessage(
         stream as never,
         {
           id: newQueueId(),
@@ -353,26 +354,6 @@ export class Listener {
         },
         this.deps.spool,
       );
-      this.deps.log.info('accepted', {
-        id: entry.id,
-        event: 'accepted',
-        client: entry.client.address,
-        source: source.name,
-        from: entry.from,
-        recipients: entry.recipients.length,
-        size: entry.size,
-      });
-      if (sender.envelopeRewritten || sender.headerChanges.length) {
-        this.deps.log.info('sender rewritten', {
-          id: entry.id,
-          event: 'sender_rewritten',
-          source: source.name,
-          envelope: sender.envelopeRewritten ? { from, to: sender.from } : undefined,
-          headers: sender.headerChanges.length ? sender.headerChanges : undefined,
-        });
-      }
-      this.deps.accepted(entry);
-      cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     } catch (err) {
       if (stream.sizeExceeded) return this.fail(sizeError(), session, cb, source.name);
       if (!(err instanceof SmtpError)) {
@@ -386,8 +367,43 @@ export class Listener {
           error: ((err as { cause?: Error }).cause ?? err).message,
         });
       }
-      this.fail(err, session, cb, source.name);
+      return this.fail(err, session, cb, source.name);
     }
+    // The message is on disk: the 250 goes out first. The log lines and the hand-over to the
+    // queue (which starts the first attempt there and then) would otherwise delay it.
+    cb(null, `2.0.0 Ok: queued as ${entry.id}`);
+    try {
+      this.afterAccept(entry, source.name, from, sender);
+    } catch (err) {
+      // Not lost: it is on disk, and the queue takes up everything in the spool when it starts.
+      this.deps.log.error('a queued message was not handed to the queue', {
+        id: entry.id,
+        event: 'handover_error',
+        error: (err as Error).message,
+      });
+    }
+  }
+
+  private afterAccept(entry: QueueEntry, source: string, from: string, sender: SenderPlan): void {
+    this.deps.log.info('accepted', {
+      id: entry.id,
+      event: 'accepted',
+      client: entry.client.address,
+      source,
+      from: entry.from,
+      recipients: entry.recipients.length,
+      size: entry.size,
+    });
+    if (sender.envelopeRewritten || sender.headerChanges.length) {
+      this.deps.log.info('sender rewritten', {
+        id: entry.id,
+        event: 'sender_rewritten',
+        source,
+        envelope: sender.envelopeRewritten ? { from, to: sender.from } : undefined,
+        headers: sender.headerChanges.length ? sender.headerChanges : undefined,
+      });
+    }
+    this.deps.accepted(entry);
   }
 
   private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
