@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+// `npm run bench:ab -- <other checkout>`: this build against another build of smarthost, paired.
+// On a shared machine the same build moves by up to 30 % between runs minutes apart, more than
+// most changes are worth; measured side by side and at the same time, that noise lands on both.
+//
+//   npm run bench:ab -- ../smarthost-before                 accept latency, 6 rounds
+//   npm run bench:ab -- ../smarthost-before --scenario=new  2 KB, 20 sessions, a new connection each
+//   npm run bench:ab -- ../smarthost-before --scenario=reuse --rounds=4
+//
+// The other checkout must be built (npm ci && npm run build there; `git worktree add` makes
+// one quickly). Both relays run at once, each with the bench's config, relaying to one sink.
+// - latency: both are loaded at once (5 sessions at 50 msg/s each) for 10 s a round;
+// - new, reuse: smtp-source runs against one, then the other, the order swapped every round.
+// The result is the median over the rounds, and how many rounds this build won.
+// Needs smtp-sink and smtp-source (Debian's postfix package); no root.
+import fs from 'node:fs';
+import path from 'node:path';
+import { cleanupAll, which } from './lib/harness.mjs';
+import { latencyRun, smtpSource } from './lib/clients.mjs';
+import { startSink, startSmarthost } from './lib/servers.mjs';
+
+const REPO = path.resolve(import.meta.dirname, '..');
+const argv = process.argv.slice(2);
+const option = (name, fallback) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
+const other = argv.find((a) => !a.startsWith('--'));
+const scenario = option('scenario', 'latency');
+const rounds = Number(option('rounds', '6'));
+const MESSAGES = 3000;
+
+function usage(problem) {
+  console.error(
+    `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N]`,
+  );
+  process.exit(2);
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** One round on both relays; returns { [name]: { figure, detail } } where lower figures win. */
+async function round(relays) {
+  if (scenario === 'latency') {
+    const runs = await Promise.all(
+      relays.map((r) => latencyRun(r.port, { rate: 50, conns: 5, seconds: 10 })),
+    );
+    return Object.fromEntries(relays.map((r, i) => [r.name, { p50: runs[i].p50, p99: runs[i].p99 }]));
+  }
+  const out = {};
+  for (const r of relays) {
+    const ms = await smtpSource(r.port, {
+      sessions: 20,
+      messages: MESSAGES,
+      size: 2048,
+      reuse: scenario === 'reuse',
+    });
+    out[r.name] = { rate: (MESSAGES * 1000) / ms };
+  }
+  return out;
+}
+
+async function main() {
+  if (!other) usage('which checkout to compare with?');
+  if (!['latency', 'new', 'reuse'].includes(scenario)) usage(`no scenario ${scenario}`);
+  for (const tool of ['smtp-sink', 'smtp-source'])
+    if (!which(tool)) usage(`${tool} not found (apt-get install postfix)`);
+  const otherRepo = path.resolve(other);
+  for (const repo of [REPO, otherRepo]) {
+    if (!fs.existsSync(path.join(repo, 'dist', 'src', 'cli', 'index.js')))
+      usage(`${repo} has no build (npm run build)`);
+  }
+  const sink = await startSink();
+  const relays = [
+    await startSmarthost(sink.port, { name: 'this', repo: REPO }),
+    await startSmarthost(sink.port, { name: 'other', repo: otherRepo }),
+  ];
+  try {
+    console.log(`bench:ab: this (${REPO}) against other (${otherRepo}), ${scenario}, ${rounds} rounds`);
+    for (const r of relays) await smtpSource(r.port, { sessions: 10, messages: 300, size: 2048 }); // warm-up
+    const results = [];
+    for (let i = 0; i < rounds; i++) {
+      const order = i % 2 === 0 ? relays : [...relays].reverse();
+      const result = await round(order);
+      results.push(result);
+      const show = (name) =>
+        Object.entries(result[name])
+          .map(([k, v]) => `${k} ${v.toFixed(k === 'rate' ? 0 : 2)}`)
+          .join(', ');
+      console.log(`  round ${i + 1}: this ${show('this')} | other ${show('other')}`);
+    }
+    const keys = Object.keys(results[0].this);
+    console.log('');
+    for (const key of keys) {
+      const higherWins = key === 'rate';
+      const mine = median(results.map((r) => r.this[key]));
+      const theirs = median(results.map((r) => r.other[key]));
+      const won = results.filter((r) =>
+        higherWins ? r.this[key] > r.other[key] : r.this[key] < r.other[key],
+      ).length;
+      const unit = higherWins ? 'msg/s' : 'ms';
+      const digits = higherWins ? 0 : 2;
+      console.log(
+        `${key.padEnd(5)} median: this ${mine.toFixed(digits)} ${unit}, other ${theirs.toFixed(digits)} ${unit} ` +
+          `(this ÷ other ${(mine / theirs).toFixed(2)}, ${higherWins ? 'higher' : 'lower'} is better); this won ${won} of ${rounds} rounds`,
+      );
+    }
+  } finally {
+    for (const r of relays) await r.stop();
+    sink.stop();
+  }
+}
+
+main()
+  .catch((err) => {
+    console.error(`bench:ab: ${err.stack ?? err}`);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    cleanupAll();
+    setTimeout(() => process.exit(), 100).unref();
+  });
