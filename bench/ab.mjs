@@ -5,7 +5,7 @@
 //
 //   npm run bench:ab -- ../smarthost-before                 accept latency, 6 rounds
 //   npm run bench:ab -- ../smarthost-before --scenario=new  2 KB, 20 sessions, a new connection each
-//   npm run bench:ab -- ../smarthost-before --scenario=reuse --rounds=4
+//   npm run bench:ab -- ../smarthost-before --scenario=reuse --rounds=4   (an even number)
 //
 // The other checkout must be built (npm ci && npm run build there; `git worktree add` makes
 // one quickly). Both relays run at once, each with the bench's config, relaying to one sink.
@@ -22,14 +22,15 @@ import { startSink, startSmarthost } from './lib/servers.mjs';
 const REPO = path.resolve(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
 const option = (name, fallback) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
-const other = argv.find((a) => !a.startsWith('--'));
+const positional = argv.filter((a) => !a.startsWith('--'));
+const other = positional[0];
 const scenario = option('scenario', 'latency');
 const rounds = Number(option('rounds', '6'));
 const MESSAGES = 3000;
 
 function usage(problem) {
   console.error(
-    `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N]`,
+    `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N, even]`,
   );
   process.exit(2);
 }
@@ -40,8 +41,8 @@ function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** One round on both relays; returns { [name]: { figure, detail } } where lower figures win. */
-async function round(relays) {
+/** One round on both relays; returns { [name]: { figure: value } } (p50 and p99, or rate). */
+async function round(relays, sink) {
   if (scenario === 'latency') {
     const runs = await Promise.all(
       relays.map((r) => latencyRun(r.port, { rate: 50, conns: 5, seconds: 10 })),
@@ -50,6 +51,7 @@ async function round(relays) {
   }
   const out = {};
   for (const r of relays) {
+    const base = sink.count;
     const ms = await smtpSource(r.port, {
       sessions: 20,
       messages: MESSAGES,
@@ -57,16 +59,24 @@ async function round(relays) {
       reuse: scenario === 'reuse',
     });
     out[r.name] = { rate: (MESSAGES * 1000) / ms };
+    // The next relay starts only when this one has delivered everything, not beside its backlog.
+    await sink.waitFor(base + MESSAGES, 300_000);
   }
   return out;
 }
 
 async function main() {
   if (!other) usage('which checkout to compare with?');
+  if (positional.length > 1) usage(`one checkout only, not ${positional.join(' and ')}`);
+  const unknown = argv.filter((a) => a.startsWith('--') && !/^--(scenario|rounds)=/.test(a));
+  if (unknown.length) usage(`unknown option ${unknown.join(' ')}`);
   if (!['latency', 'new', 'reuse'].includes(scenario)) usage(`no scenario ${scenario}`);
+  // An even number, so that each build goes first as often as the other.
+  if (!Number.isInteger(rounds) || rounds < 2 || rounds % 2) usage(`--rounds must be an even number ≥ 2`);
   for (const tool of ['smtp-sink', 'smtp-source'])
     if (!which(tool)) usage(`${tool} not found (apt-get install postfix)`);
-  const otherRepo = path.resolve(other);
+  // npm runs scripts from the package root: a relative path is the user's, from where they typed it.
+  const otherRepo = path.resolve(process.env.INIT_CWD ?? process.cwd(), other);
   for (const repo of [REPO, otherRepo]) {
     if (!fs.existsSync(path.join(repo, 'dist', 'src', 'cli', 'index.js')))
       usage(`${repo} has no build (npm run build)`);
@@ -78,11 +88,13 @@ async function main() {
   ];
   try {
     console.log(`bench:ab: this (${REPO}) against other (${otherRepo}), ${scenario}, ${rounds} rounds`);
-    for (const r of relays) await smtpSource(r.port, { sessions: 10, messages: 300, size: 2048 }); // warm-up
+    const warmUp = sink.count + 2 * 300;
+    for (const r of relays) await smtpSource(r.port, { sessions: 10, messages: 300, size: 2048 });
+    await sink.waitFor(warmUp, 120_000);
     const results = [];
     for (let i = 0; i < rounds; i++) {
       const order = i % 2 === 0 ? relays : [...relays].reverse();
-      const result = await round(order);
+      const result = await round(order, sink);
       results.push(result);
       const show = (name) =>
         Object.entries(result[name])

@@ -25,7 +25,7 @@ export function cleanupAll() {
 process.on('exit', cleanupAll);
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(signal, () => {
-    console.error(`\nbench: ${signal}, stopping everything`);
+    console.error(`\n${path.basename(process.argv[1] ?? 'bench')}: ${signal}, stopping everything`);
     cleanupAll();
     process.exit(130);
   });

@@ -375,8 +375,9 @@ export class Listener {
     try {
       this.afterAccept(entry, source.name, from, sender);
     } catch (err) {
-      // Not lost: it is on disk, and the queue takes up everything in the spool when it starts.
-      this.deps.log.error('a queued message was not handed to the queue', {
+      // Not lost: it is on disk. If it did not reach the queue, the queue takes it up at its
+      // next start, with everything else in the spool.
+      this.deps.log.error('after its 250, the hand-over of a queued message failed', {
         id: entry.id,
         event: 'handover_error',
         error: (err as Error).message,

@@ -28,7 +28,6 @@ export interface FileOps {
 const openInPool = promisify(fs.open);
 const writeInPool = promisify(fs.write);
 const closeInPool = promisify(fs.close);
-const fsyncInPool = promisify(fs.fsync);
 
 export const pooled: FileOps = {
   open: (file, flags, mode) => openInPool(file, flags, mode),
@@ -43,12 +42,10 @@ export const inline: FileOps = {
 };
 
 /** Larger writes go through the pool whatever the choice: they may wait for the disk's writeback. */
-export const INLINE_WRITE_MAX = 64 * 1024;
+const INLINE_WRITE_MAX = 64 * 1024;
 
 /** An fsync, through the thread pool. */
-export function syncFd(fd: number): Promise<void> {
-  return fsyncInPool(fd);
-}
+export const syncFd: (fd: number) => Promise<void> = promisify(fs.fsync);
 
 export async function fsyncDir(dir: string): Promise<void> {
   return fsyncFile(dir);
@@ -57,7 +54,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 export async function fsyncFile(file: string): Promise<void> {
   const fd = await openInPool(file, 'r');
   try {
-    await fsyncInPool(fd);
+    await syncFd(fd);
   } finally {
     await closeInPool(fd);
   }
@@ -121,7 +118,7 @@ export async function writeFileDurably(file: string, data: string | Buffer): Pro
   const fd = await openInPool(file, 'w', 0o640);
   try {
     await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    await fsyncInPool(fd);
+    await syncFd(fd);
   } catch (err) {
     await closeQuietly(fd);
     await unlink(file).catch(() => undefined);

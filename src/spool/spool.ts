@@ -5,9 +5,9 @@
 // Accepting a message costs one fsync wait after the client's final dot, as in Postfix:
 // - When DATA starts, both files are created in queue/, empty, and the directory fsync that
 //   makes their names durable starts at once (group-committed), while the body still arrives.
-// - At the end of the body, the body's fsync and the envelope's write + fsync run together; the
-//   envelope carries the body's size and CRC-32.
-// - Only when all three are done may the listener answer 250.
+// - At the end of the body the envelope is written (it carries the body's size and CRC-32); then
+//   the body's fsync and the envelope's run together, so that one journal commit can take both.
+// - Only when all three fsyncs are done may the listener answer 250.
 // What a crash can leave, and how it is recognised (none of it was ever acknowledged):
 // - a body without a .json, or an empty or unreadable .json: swept (init, read);
 // - a complete .json whose body did not all reach the disk: its CRC-32 does not match. A message
