@@ -2,7 +2,6 @@
 // entry that names it have both reached the disk (chasquid's safeio, Postfix's fsync-on-queue).
 import fs from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 
@@ -19,20 +18,22 @@ import { crc32 } from 'node:zlib';
  * (spool.ts, accept), and removals stay in the pool.
  */
 export interface FileOps {
-  open(file: string, flags: string, mode: number): Promise<number>;
+  open(file: string, flags: string, mode?: number): Promise<number>;
   /** Resolves the number of bytes written. */
   write(fd: number, data: Buffer, offset: number, length: number): Promise<number>;
   close(fd: number): Promise<void>;
 }
 
-const openInPool = promisify(fs.open);
-const writeInPool = promisify(fs.write);
-const closeInPool = promisify(fs.close);
+// fs's callback API, looked up at each call (as fs/promises does), not captured once at load.
+type Callback<T> = (err: NodeJS.ErrnoException | null, value: T) => void;
+function inPool<T>(call: (done: Callback<T>) => void): Promise<T> {
+  return new Promise((resolve, reject) => call((err, value) => (err ? reject(err) : resolve(value))));
+}
 
 export const pooled: FileOps = {
-  open: (file, flags, mode) => openInPool(file, flags, mode),
-  write: async (fd, data, offset, length) => (await writeInPool(fd, data, offset, length)).bytesWritten,
-  close: (fd) => closeInPool(fd),
+  open: (file, flags, mode) => inPool((done) => fs.open(file, flags, mode, done)),
+  write: (fd, data, offset, length) => inPool((done) => fs.write(fd, data, offset, length, null, done)),
+  close: (fd) => inPool((done) => fs.close(fd, (err) => done(err, undefined))),
 };
 
 export const inline: FileOps = {
@@ -45,18 +46,20 @@ export const inline: FileOps = {
 const INLINE_WRITE_MAX = 64 * 1024;
 
 /** An fsync, through the thread pool. */
-export const syncFd: (fd: number) => Promise<void> = promisify(fs.fsync);
+export function syncFd(fd: number): Promise<void> {
+  return inPool((done) => fs.fsync(fd, (err) => done(err, undefined)));
+}
 
 export async function fsyncDir(dir: string): Promise<void> {
   return fsyncFile(dir);
 }
 
 export async function fsyncFile(file: string): Promise<void> {
-  const fd = await openInPool(file, 'r');
+  const fd = await pooled.open(file, 'r');
   try {
     await syncFd(fd);
   } finally {
-    await closeInPool(fd);
+    await pooled.close(fd);
   }
 }
 
@@ -115,7 +118,7 @@ export async function writeAll(fd: number, data: Buffer, ops: FileOps = pooled):
 
 /** Writes a whole small file and fsyncs it (not the directory: the caller renames it into place). */
 export async function writeFileDurably(file: string, data: string | Buffer): Promise<void> {
-  const fd = await openInPool(file, 'w', 0o640);
+  const fd = await pooled.open(file, 'w', 0o640);
   try {
     await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
     await syncFd(fd);
@@ -124,7 +127,7 @@ export async function writeFileDurably(file: string, data: string | Buffer): Pro
     await unlink(file).catch(() => undefined);
     throw err;
   }
-  await closeInPool(fd);
+  await pooled.close(fd);
 }
 
 /** Atomically replaces `target` with `data` via a temp file in `tmpDir` on the same file system. */

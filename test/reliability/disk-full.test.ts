@@ -3,8 +3,8 @@
 //
 // As root with `mount -t tmpfs` allowed, the spool is a real 1 MB tmpfs that fills up and is
 // then enlarged (mount -o remount). Elsewhere (no root, or a container without CAP_SYS_ADMIN)
-// the relay runs under a small wrapper that makes every file write fail with ENOSPC while a
-// flag file exists: an injected write error, reported as such in the test's diagnostics
+// the relay runs under a small wrapper that makes every file write (FileHandle, fs.write and
+// fs.writeSync) fail with ENOSPC while a flag file exists: an injected write error, reported as such in the test's diagnostics
 // (SMARTHOST_TEST_NO_TMPFS=1 forces that mode).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,15 +54,26 @@ const flag = ${JSON.stringify(flag)};
 const probe = await fs.promises.open(${JSON.stringify(file)}, 'r');
 const proto = Object.getPrototypeOf(probe);
 await probe.close();
+const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
 for (const method of ['write', 'writeFile', 'writev']) {
   const original = proto[method];
   proto[method] = function (...args) {
-    if (fs.existsSync(flag)) {
-      return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
-    }
+    if (fs.existsSync(flag)) return Promise.reject(enospc());
     return original.apply(this, args);
   };
 }
+// The spool also writes through file descriptors: inline (writeSync) and in the pool (write).
+const write = fs.write;
+fs.write = function (...args) {
+  if (!fs.existsSync(flag)) return write.apply(this, args);
+  const done = args[args.length - 1];
+  process.nextTick(() => done(enospc()));
+};
+const writeSync = fs.writeSync;
+fs.writeSync = function (...args) {
+  if (fs.existsSync(flag)) throw enospc();
+  return writeSync.apply(this, args);
+};
 await import(${JSON.stringify(pathToFileURL(RELAY_BIN).href)});
 `,
   );
