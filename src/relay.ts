@@ -5,7 +5,7 @@ import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
 import { OutboxCourier } from './delivery/outbox-courier.js';
-import { SmtpCourier } from './delivery/smtp-courier.js';
+import { ThreadedCourier } from './delivery/courier-thread.js';
 import { withOAuth2Secrets } from './upstream/oauth-config.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
@@ -125,7 +125,7 @@ export class Relay {
   private buildCourier(config: Config): Courier {
     // The EHLO name stays the one from the start: `hostname` takes effect only after a restart.
     return config.upstreams.length
-      ? new SmtpCourier(config.upstreams, this.options.config.hostname, { log: this.options.log })
+      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, { log: this.options.log })
       : new OutboxCourier(this.spool.outboxDir);
   }
 

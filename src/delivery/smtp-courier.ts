@@ -49,7 +49,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
     this.clients = upstreams.map(
       (u) => new UpstreamClient(u, { hostname, log: options.log, clock: this.clock, emit }),
     );
-    this.description = `delivering to ${upstreams.map(describeUpstream).join(', then ')}`;
+    this.description = describeUpstreams(upstreams);
   }
 
   /** Learns each upstream's SIZE and checks it is reachable, in the background. */
@@ -59,11 +59,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
 
   /** The upstreams that may carry mail from `sender`, in order. */
   route(sender: string): UpstreamClient[] {
-    const domain = domainOf(sender);
-    const routed = this.clients.filter((c) => domain && c.upstream.senderDomains.includes(domain));
-    if (routed.length) return routed;
-    const general = this.clients.filter((c) => c.upstream.senderDomains.length === 0);
-    return general.length ? general : this.clients;
+    return routeFor(this.clients, sender);
   }
 
   /**
@@ -71,13 +67,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
    * room for what the relay adds; undefined while unknown or unlimited.
    */
   sizeLimit(sender?: string): number | undefined {
-    const clients = sender === undefined ? this.clients : this.route(sender);
-    let largest = 0;
-    for (const client of clients) {
-      if (!client.maxSize) return undefined;
-      largest = Math.max(largest, client.maxSize);
-    }
-    return largest ? Math.max(largest - SIZE_HEADROOM, 1) : undefined;
+    return sizeLimitOf(this.clients, sender);
   }
 
   async send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]> {
@@ -125,6 +115,43 @@ export class SmtpCourier extends EventEmitter implements Courier {
   async close(): Promise<void> {
     for (const client of this.clients) client.close();
   }
+}
+
+/** What the route and the size limit need of an upstream: its settings and the SIZE learned. */
+export interface RoutedUpstream {
+  readonly upstream: Upstream;
+  readonly maxSize: number | undefined;
+}
+
+/**
+ * The upstreams that may carry mail from `sender`, in order: those listing its domain in
+ * `senderDomains` if any, else those listing no domain (else all).
+ */
+export function routeFor<T extends RoutedUpstream>(clients: T[], sender: string): T[] {
+  const domain = domainOf(sender);
+  const routed = clients.filter((c) => domain && c.upstream.senderDomains.includes(domain));
+  if (routed.length) return routed;
+  const general = clients.filter((c) => c.upstream.senderDomains.length === 0);
+  return general.length ? general : clients;
+}
+
+/**
+ * The largest message the upstreams for `sender` (any sender when absent) can take, less the
+ * room for what the relay adds; undefined while unknown or unlimited.
+ */
+export function sizeLimitOf(clients: RoutedUpstream[], sender?: string): number | undefined {
+  const candidates = sender === undefined ? clients : routeFor(clients, sender);
+  let largest = 0;
+  for (const client of candidates) {
+    if (!client.maxSize) return undefined;
+    largest = Math.max(largest, client.maxSize);
+  }
+  return largest ? Math.max(largest - SIZE_HEADROOM, 1) : undefined;
+}
+
+/** For the start-up log: where mail goes. */
+export function describeUpstreams(upstreams: Upstream[]): string {
+  return `delivering to ${upstreams.map(describeUpstream).join(', then ')}`;
 }
 
 function describeUpstream(u: Upstream): string {

@@ -113,3 +113,20 @@ export function withOAuth2Secrets(settings: OAuth2Settings): OAuth2Settings & { 
     },
   };
 }
+
+/**
+ * The reverse of {@link withOAuth2Secrets}: the secrets hidden again. The delivery thread gets
+ * its settings through a structured clone, which keeps only enumerable fields, so they travel
+ * as withOAuth2Secrets made them and are put back this way on the other side.
+ */
+export function hideOAuth2Secrets(carried: OAuth2Settings & { secrets: OAuth2Secrets }): OAuth2Settings {
+  const { secrets, ...settings } = carried;
+  hidden(settings, 'clientSecret', secrets.clientSecret);
+  hidden(settings, 'refreshToken', secrets.refreshToken);
+  if (settings.serviceAccount) {
+    const account = { ...settings.serviceAccount };
+    hidden(account, 'privateKey', secrets.privateKey);
+    settings.serviceAccount = account;
+  }
+  return settings;
+}

@@ -12,7 +12,7 @@ import YAML from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigReloader } from '../../src/config/watch.js';
 import { OutboxCourier } from '../../src/delivery/outbox-courier.js';
-import { SmtpCourier } from '../../src/delivery/smtp-courier.js';
+import { ThreadedCourier } from '../../src/delivery/courier-thread.js';
 import { silentLogger } from '../../src/log.js';
 import { Relay as InProcessRelay } from '../../src/relay.js';
 import { sendMail } from '../helpers/client.js';
@@ -233,7 +233,7 @@ describe('reload: when the relay builds a new courier', () => {
   test('an unchanged upstream section keeps the courier; new credentials replace it', async () => {
     const reloader = new ConfigReloader(relay, silentLogger());
     const first = relay.courier;
-    assert.ok(first instanceof SmtpCourier);
+    assert.ok(first instanceof ThreadedCourier);
 
     await writeConfig({ allowlist: [{ cidr: '127.0.0.2/32', name: 'other-host' }] });
     assert.equal(reloader.reload('test').ok, true);
@@ -250,11 +250,11 @@ describe('reload: when the relay builds a new courier', () => {
     assert.deepEqual(result.restartNeeded, [], 'upstream changes need no restart');
     const second = relay.courier;
     assert.notEqual(second, first, 'a new password means a new courier');
-    assert.ok(second instanceof SmtpCourier);
-    assert.equal(second.clients[0]!.upstream.pass, 'key-2');
+    assert.ok(second instanceof ThreadedCourier);
+    assert.equal(second.upstreams[0]!.upstream.pass, 'key-2');
 
     // The policy's size limit reads the courier in force, not the one of the start.
-    second.clients[0]!.maxSize = 5_000_000;
+    second.upstreams[0]!.maxSize = 5_000_000;
     assert.equal(relay.policy.upstreamSizeLimit?.(), second.sizeLimit());
     assert.ok(relay.policy.upstreamSizeLimit?.() !== undefined);
 
@@ -307,7 +307,7 @@ describe('reload: when the relay builds a new courier', () => {
     await fs.writeFile(secretFile, 'secret-2\n');
     assert.equal(reloader.reload('test').ok, true);
     assert.notEqual(relay.courier, first, 'a rotated client secret was not noticed');
-    assert.ok(relay.courier instanceof SmtpCourier);
-    assert.equal(relay.courier.clients[0]!.upstream.auth?.clientSecret, 'secret-2');
+    assert.ok(relay.courier instanceof ThreadedCourier);
+    assert.equal(relay.courier.upstreams[0]!.upstream.auth?.clientSecret, 'secret-2');
   });
 });
