@@ -8,6 +8,7 @@
 //   line is masked ("alice@corp.example" → "a***@corp.example"), whether it sits in a field
 //   named from/to/sender/recipient/user… or inside any other text (an upstream's reply,
 //   the message itself).
+import { Writable } from 'node:stream';
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -143,6 +144,40 @@ export function createLogger(options: LogOptions, stream: NodeJS.WritableStream 
   });
   settings.set(logger, live);
   return logger;
+}
+
+/**
+ * A stream that writes to `target` (stdout) once per turn of the event loop. Writes to stdout
+ * are synchronous when it is a file or a pipe (journald, Docker): one system call a line, and
+ * under load, at two lines a message, that was about 4% of the relay's thread. Lines written in
+ * one turn go out together at its end; at exit (also after an uncaught error) what is left is
+ * written before the process ends. A kill -9 can lose the lines of its last turn, never mail.
+ */
+export class BatchedOutput extends Writable {
+  readonly isTTY: boolean;
+  private pending: string[] = [];
+
+  constructor(private readonly target: NodeJS.WritableStream = process.stdout) {
+    super({ decodeStrings: false });
+    this.isTTY = (target as NodeJS.WriteStream).isTTY === true;
+    process.once('exit', () => this.flush());
+  }
+
+  override _write(
+    chunk: string | Buffer,
+    _encoding: BufferEncoding,
+    done: (error?: Error | null) => void,
+  ): void {
+    if (this.pending.push(chunk.toString()) === 1) setImmediate(() => this.flush());
+    done();
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.target.write(text);
+  }
 }
 
 /** Applies a reloaded config's `log.level` and `log.maskAddresses` to a running logger. */

@@ -2,13 +2,13 @@
 // manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config, upstreams and
 // their credentials included).
 import { ConfigReloader } from '../config/watch.js';
-import { createLogger } from '../log.js';
+import { BatchedOutput, createLogger } from '../log.js';
 import { Relay } from '../relay.js';
 import { loadConfigOrExit } from './common.js';
 
 export async function startCommand(options: { config?: string }): Promise<void> {
   const config = loadConfigOrExit(options.config);
-  const log = createLogger(config.log);
+  const log = createLogger(config.log, new BatchedOutput());
   let relay: Relay;
   try {
     relay = new Relay({ config, log });

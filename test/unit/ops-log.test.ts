@@ -3,7 +3,15 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { applyLogOptions, createLogger, maskAddress, maskAddressesInText } from '../../src/log.js';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import {
+  applyLogOptions,
+  BatchedOutput,
+  createLogger,
+  maskAddress,
+  maskAddressesInText,
+} from '../../src/log.js';
 
 function capture(isTTY = false): { stream: Writable & { isTTY?: boolean }; lines: () => string[] } {
   const chunks: string[] = [];
@@ -101,4 +109,46 @@ test('errors and other objects in fields survive the formats', async () => {
   assert.deepEqual(line.nested, { at: '1970-01-01T00:00:00.000Z' });
   const mline = JSON.parse(masked.lines()[0] ?? '') as Record<string, unknown>;
   assert.equal(mline.error, '550 <b***@example.com> unknown');
+});
+
+test('BatchedOutput: the lines of one turn of the event loop go out in one write, in order', async () => {
+  const writes: string[] = [];
+  const target = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push(chunk.toString());
+      cb();
+    },
+  });
+  const output = new BatchedOutput(target);
+  const log = createLogger({ level: 'info', format: 'json' }, output);
+  log.info('one');
+  log.info('two');
+  log.info('three');
+  await flush();
+  await flush();
+  assert.equal(writes.length, 1, 'one write for the turn');
+  assert.deepEqual(
+    writes[0]!
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { message: string }).message),
+    ['one', 'two', 'three'],
+  );
+  log.info('four');
+  await flush();
+  await flush();
+  assert.equal(writes.length, 2, 'a later turn writes again');
+});
+
+test('BatchedOutput: lines not yet written when the process exits are written before it ends', () => {
+  const logModule = path.resolve(import.meta.dirname, '../../src/log.js');
+  const script = `
+    const { BatchedOutput, createLogger } = await import(${JSON.stringify(logModule)});
+    const log = createLogger({ level: 'info', format: 'json' }, new BatchedOutput());
+    log.info('last words');
+    process.exit(3);
+  `;
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(child.status, 3);
+  assert.match(child.stdout, /"message":"last words"/);
 });
