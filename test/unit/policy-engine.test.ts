@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig, type Config } from '../../src/config/load.js';
 import { PolicyEngine, PolicyState } from '../../src/policy/engine.js';
+import { SourceResolver } from '../../src/policy/sources.js';
 import { SmtpError } from '../../src/smtp/errors.js';
 
 function config(input: Record<string, unknown>): Config {
@@ -184,5 +185,30 @@ describe('PolicyEngine', () => {
     assert.equal(engine.insecureAuthAllowed('192.0.2.1'), false);
     const open = engineWithClock({ defaults: { allowInsecureAuth: true }, allowlist: [] }).engine;
     assert.equal(open.insecureAuthAllowed('192.0.2.1'), true);
+  });
+});
+
+describe('sources by address', () => {
+  test('the most specific entry, asked again (from the cache), gives the same answer; unknown stays unknown', () => {
+    const sources = new SourceResolver(
+      config({
+        allowlist: [
+          { cidr: '10.20.0.0/16', name: 'building' },
+          { cidr: '10.20.30.0/24', name: 'floor3' },
+          { cidr: 'fd00::/64', name: 'v6-lan' },
+        ],
+      }),
+    );
+    for (let round = 0; round < 2; round++) {
+      assert.equal(sources.byAddress('10.20.30.7')?.name, 'floor3');
+      assert.equal(sources.byAddress('::ffff:10.20.1.1')?.name, 'building');
+      assert.equal(sources.byAddress('fd00::1')?.name, 'v6-lan');
+      assert.equal(sources.byAddress('10.21.0.1'), undefined);
+      assert.equal(sources.byAddress('not an address'), undefined);
+    }
+    // Each caller gets its own copy: changing one answer does not change the next.
+    const first = sources.byAddress('10.20.30.7')!;
+    first.name = 'changed';
+    assert.equal(sources.byAddress('10.20.30.7')?.name, 'floor3');
   });
 });
