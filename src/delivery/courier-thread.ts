@@ -23,13 +23,16 @@ import type { Logger } from '../log.js';
 import type { QueueEntry } from '../spool/entry.js';
 import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import { describeUpstreams, sizeLimitOf } from './smtp-courier.js';
-import type { UpstreamEvent } from './upstream-client.js';
+import type { UpstreamEvent, UpstreamWithCa } from './upstream-client.js';
 import { hideOAuth2Secrets, withOAuth2Secrets } from '../upstream/oauth-config.js';
 
 /** What the worker is started with. */
 export interface CourierWorkerData {
-  /** With their OAuth2 secrets as plain fields, which a structured clone keeps (see below). */
-  upstreams: Upstream[];
+  /**
+   * With their OAuth2 secrets as plain fields, which a structured clone keeps (see below), and
+   * the text of their CA files, read by the relay's thread.
+   */
+  upstreams: UpstreamWithCa[];
   hostname: string;
 }
 
@@ -41,7 +44,7 @@ export function upstreamsToWorker(upstreams: Upstream[]): Upstream[] {
   return upstreams.map((u) => (u.auth ? { ...u, auth: withOAuth2Secrets(u.auth) } : u));
 }
 
-export function upstreamsFromRelay(upstreams: Upstream[]): Upstream[] {
+export function upstreamsFromRelay<T extends Upstream>(upstreams: T[]): T[] {
   return upstreams.map((u) =>
     u.auth ? { ...u, auth: hideOAuth2Secrets(u.auth as Parameters<typeof hideOAuth2Secrets>[0]) } : u,
   );
@@ -88,6 +91,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   readonly description: string;
   /** What the relay's thread knows of each upstream: its settings and the SIZE it declared. */
   readonly upstreams: { upstream: Upstream; maxSize: number | undefined }[];
+  private readonly caTexts: (string | undefined)[];
   private worker: Worker | undefined;
   private readonly pending = new Map<number, PendingSend>();
   private nextCall = 1;
@@ -95,6 +99,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   private readonly outgoing: SendRequest[] = [];
   private readonly transfers: ArrayBuffer[] = [];
   private started = false;
+  private stopped = false;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -103,9 +108,10 @@ export class ThreadedCourier extends EventEmitter implements Courier {
     private readonly options: { log?: Logger } = {},
   ) {
     super();
-    // An unreadable CA file fails here, at start or at the reload, as it did when the courier
-    // ran in this thread, and not later inside the worker.
-    for (const u of upstreams) if (u.ca) readFileSync(u.ca);
+    // The CA files are read here, once: an unreadable one fails at start or at the reload, as
+    // it did when the courier ran in this thread, and a worker started after a death uses the
+    // same text, whatever has happened to the file since.
+    this.caTexts = upstreams.map((u) => (u.ca ? readFileSync(u.ca, 'utf8') : undefined));
     this.upstreams = upstreams.map((upstream) => ({ upstream, maxSize: undefined }));
     this.description = describeUpstreams(upstreams);
     this.worker = this.spawn();
@@ -113,7 +119,10 @@ export class ThreadedCourier extends EventEmitter implements Courier {
 
   private spawn(): Worker {
     const workerData: CourierWorkerData = {
-      upstreams: upstreamsToWorker(this.upstreams.map((u) => u.upstream)),
+      upstreams: upstreamsToWorker(this.upstreams.map((u) => u.upstream)).map((u, i) => ({
+        ...u,
+        caText: this.caTexts[i],
+      })),
       hostname: this.hostname,
     };
     const worker = new Worker(new URL('./courier-worker.js', import.meta.url), { workerData });
@@ -124,8 +133,13 @@ export class ThreadedCourier extends EventEmitter implements Courier {
         stack: err.stack,
       });
     });
+    // A message that cannot be read would leave its sends unanswered: end the worker instead,
+    // and exited() answers them.
+    worker.on('messageerror', () => void worker.terminate());
     worker.on('exit', () => this.exited(worker));
+    // A worker started after a death is told what the one before it was told.
     if (this.started) worker.postMessage({ type: 'start' } satisfies ToWorker);
+    if (this.stopped) worker.postMessage({ type: 'stopping' } satisfies ToWorker);
     return worker;
   }
 
@@ -200,6 +214,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   }
 
   stopping(): void {
+    this.stopped = true;
     this.worker?.postMessage({ type: 'stopping' } satisfies ToWorker);
   }
 

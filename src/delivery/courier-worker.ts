@@ -39,8 +39,9 @@ function answer(call: number, results: RecipientResult[]): void {
   finished.push({ call, results });
   if (finished.length > 1) return;
   setImmediate(() => {
-    post({ type: 'results', results: finished });
+    const results = finished;
     finished = [];
+    post({ type: 'results', results });
   });
 }
 
@@ -60,6 +61,10 @@ function send({ call, entry, recipients, body }: SendRequest): void {
       ),
   );
 }
+
+// A message from the relay that cannot be read: its sends would never be answered. Ending the
+// thread makes the relay answer them (temporary) and start another.
+port.on('messageerror', () => process.exit(1));
 
 port.on('message', (message: ToWorker) => {
   switch (message.type) {

@@ -21,7 +21,7 @@ import type { QueueEntry } from '../spool/entry.js';
 import { systemClock, type Clock } from '../upstream/clock.js';
 import { tokenUrlOf } from '../upstream/oauth.js';
 import type { Courier, MessageBody, RecipientResult } from './courier.js';
-import { SIZE_HEADROOM, UpstreamClient, type UpstreamEvent } from './upstream-client.js';
+import { SIZE_HEADROOM, UpstreamClient, type UpstreamEvent, type UpstreamWithCa } from './upstream-client.js';
 import { domainOf } from '../policy/address.js';
 
 export { SIZE_HEADROOM, transportOptions } from './upstream-client.js';
@@ -41,7 +41,7 @@ export class SmtpCourier extends EventEmitter implements Courier {
   private readonly clock: Clock;
   private readonly log: Logger | undefined;
 
-  constructor(upstreams: Upstream[], hostname: string, options: SmtpCourierOptions = {}) {
+  constructor(upstreams: UpstreamWithCa[], hostname: string, options: SmtpCourierOptions = {}) {
     super();
     this.clock = options.clock ?? systemClock;
     this.log = options.log;

@@ -33,12 +33,15 @@ const READ_CHUNK = 256 * 1024;
 
 type RejectedError = SmtpFailure & { recipient: string };
 
+/** An upstream with its CA file's text already read (the delivery thread gets it this way). */
+export type UpstreamWithCa = Upstream & { caText?: string };
+
 /**
  * nodemailer's options for an upstream. `tokens`: the OAuth2 token cache to share (the courier
  * passes one per upstream); a new one is made when absent (a one-off check from the CLI).
  */
 export function transportOptions(
-  upstream: Upstream,
+  upstream: UpstreamWithCa,
   hostname: string,
   tokens: TokenCache | undefined = upstream.auth
     ? new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }))
@@ -68,7 +71,7 @@ export function transportOptions(
     tls: {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
-      ca: upstream.ca ? [readFileSync(upstream.ca, 'utf8')] : undefined,
+      ca: upstream.ca ? [upstream.caText ?? readFileSync(upstream.ca, 'utf8')] : undefined,
     },
     // TCP_NODELAY: without it every message waits ~40 ms for a delayed ACK (no-delay-socket.ts).
     getSocket: connectWithoutDelay,
@@ -120,7 +123,7 @@ export class UpstreamClient {
   private closed = false;
 
   constructor(
-    readonly upstream: Upstream,
+    readonly upstream: UpstreamWithCa,
     private readonly deps: UpstreamClientDeps,
   ) {
     this.clock = deps.clock ?? systemClock;

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import { parseConfig } from '../../src/config/load.js';
-import { ThreadedCourier } from '../../src/delivery/courier-thread.js';
+import { ThreadedCourier, upstreamsFromRelay, upstreamsToWorker } from '../../src/delivery/courier-thread.js';
 import { SIZE_HEADROOM } from '../../src/delivery/smtp-courier.js';
 import { createLogger } from '../../src/log.js';
 import type { QueueEntry } from '../../src/spool/entry.js';
@@ -55,7 +55,11 @@ describe('delivery thread', () => {
     }),
   );
 
-  function courierFor(port = esp.port): ThreadedCourier {
+  function courierFor(
+    port = esp.port,
+    ca = esp.caFile,
+    extra: Record<string, unknown> = {},
+  ): ThreadedCourier {
     const config = parseConfig(
       {
         upstream: {
@@ -63,10 +67,11 @@ describe('delivery thread', () => {
           host: '127.0.0.1',
           port,
           tls: 'starttls',
-          ca: esp.caFile,
+          ca,
           user: esp.user,
           pass: esp.pass,
           timeout: '5s',
+          ...extra,
         },
       },
       { env: {}, baseDir: dir, source: 'test' },
@@ -118,6 +123,7 @@ describe('delivery thread', () => {
   });
 
   test('the SIZE the ESP declares reaches the relay’s thread, and so do the log lines', async () => {
+    lines.length = 0; // an earlier test's check may have logged the same line
     const courier = courierFor();
     try {
       assert.equal(courier.sizeLimit(), undefined, 'unknown before the check');
@@ -178,12 +184,40 @@ describe('delivery thread', () => {
     }
   });
 
+  test('a worker started after a death during shutdown is told to stop waiting for the pace', async () => {
+    const courier = courierFor(esp.port, esp.caFile, { rateLimit: '1/hour' });
+    try {
+      const first = await courier.send(entry('G', ['g@x.example']), ['g@x.example'], {
+        path: '/nonexistent',
+        data: message('takes the hour'),
+      });
+      assert.equal(first[0]!.outcome, 'delivered');
+      courier.stopping();
+      await workerOf(courier).terminate();
+      // The next slot is an hour away: only a worker told to stop answers at once.
+      const next = courier.send(entry('H', ['h@x.example']), ['h@x.example'], {
+        path: '/nonexistent',
+        data: message('waits'),
+      });
+      const late = new Promise<'still waiting'>((resolve) =>
+        setTimeout(() => resolve('still waiting'), 5_000).unref(),
+      );
+      const results = await Promise.race([next, late]);
+      assert.notEqual(results, 'still waiting');
+      assert.equal((results as Awaited<typeof next>)[0]!.outcome, 'temporary');
+    } finally {
+      await courier.close();
+    }
+  });
+
   test('close ends the worker; an attempt after it is temporary and starts nothing', async () => {
     const courier = courierFor();
     const worker = workerOf(courier);
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    const started = Date.now();
     await courier.close();
-    await exited;
+    assert.equal(await exited, 0, 'the worker ended by itself, not terminated (code 1)');
+    assert.ok(Date.now() - started < 2_000, 'before the grace period ran out');
     const results = await courier.send(entry('E', ['e@x.example']), ['e@x.example'], {
       path: '/nonexistent',
       data: message('late'),
@@ -193,6 +227,75 @@ describe('delivery thread', () => {
       [['temporary', 'the relay is shutting down']],
     );
     assert.equal((courier as unknown as { worker?: Worker }).worker, undefined);
+  });
+
+  test('a worker started after a death uses the CA text read at the start, not the file', async () => {
+    const ca = path.join(dir, 'moving-ca.pem');
+    await fs.copyFile(esp.caFile, ca);
+    const courier = courierFor(esp.port, ca);
+    try {
+      await fs.rm(ca);
+      await workerOf(courier).terminate();
+      const results = await courier.send(entry('F', ['f@x.example']), ['f@x.example'], {
+        path: '/nonexistent',
+        data: message('after the file went'),
+      });
+      assert.deepEqual(
+        results.map((r) => [r.outcome, r.reply.slice(0, 3)]),
+        [['delivered', '250']],
+      );
+    } finally {
+      await courier.close();
+    }
+  });
+
+  test('OAuth2 secrets cross to the worker and are hidden again there', async () => {
+    await fs.writeFile(path.join(dir, 'client-secret'), 'the-client-secret\n');
+    await fs.writeFile(
+      path.join(dir, 'key.json'),
+      JSON.stringify({
+        type: 'service_account',
+        client_email: 'sa@p.iam.gserviceaccount.com',
+        private_key: 'PEM-KEY',
+      }),
+    );
+    const config = parseConfig(
+      {
+        upstreams: [
+          {
+            name: 'm365',
+            host: '127.0.0.1',
+            port: 2,
+            auth: {
+              type: 'oauth2',
+              provider: 'microsoft',
+              tenant: 'corp.example',
+              clientId: 'app',
+              clientSecretFile: 'client-secret',
+              user: 'relay@corp.example',
+            },
+          },
+          {
+            name: 'google',
+            host: '127.0.0.1',
+            port: 3,
+            user: 'relay@corp.example',
+            auth: { type: 'oauth2', provider: 'google', serviceAccountFile: 'key.json' },
+          },
+        ],
+      },
+      { env: {}, baseDir: dir, source: 'test' },
+    );
+    // What a worker receives: a structured clone, which keeps enumerable fields only.
+    const [m365, google] = upstreamsFromRelay(structuredClone(upstreamsToWorker(config.upstreams)));
+    assert.equal(m365!.auth?.clientSecret, 'the-client-secret');
+    assert.ok(!Object.keys(m365!.auth!).includes('clientSecret'), 'hidden again');
+    assert.ok(!JSON.stringify(m365).includes('the-client-secret'));
+    assert.equal(google!.auth?.serviceAccount?.privateKey, 'PEM-KEY');
+    assert.equal(google!.auth?.serviceAccount?.clientEmail, 'sa@p.iam.gserviceaccount.com');
+    assert.ok(!JSON.stringify(google).includes('PEM-KEY'), 'hidden again');
+    // Without the carrying, the clone would have lost them: the test above means something.
+    assert.equal(structuredClone(config.upstreams)[0]!.auth?.clientSecret, undefined);
   });
 
   test('a CA file gone since the config was read is refused at once, not later in the worker', async () => {
