@@ -26,11 +26,17 @@ const positional = argv.filter((a) => !a.startsWith('--'));
 const other = positional[0];
 const scenario = option('scenario', 'latency');
 const rounds = Number(option('rounds', '6'));
+// --this-node-args="--flag ..." / --other-node-args=...: node options for one side only (a V8
+// flag measured against the same build without it: give the same checkout twice).
+const argsFor = (side) => {
+  const value = argv.find((a) => a.startsWith(`--${side}-node-args=`))?.slice(`--${side}-node-args=`.length);
+  return value === undefined ? {} : { nodeArgs: value.split(' ').filter(Boolean) };
+};
 const MESSAGES = 3000;
 
 function usage(problem) {
   console.error(
-    `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N, even]`,
+    `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N, even] [--this-node-args="..."] [--other-node-args="..."]`,
   );
   process.exit(2);
 }
@@ -68,7 +74,7 @@ async function round(relays, sink) {
 async function main() {
   if (!other) usage('which checkout to compare with?');
   if (positional.length > 1) usage(`one checkout only, not ${positional.join(' and ')}`);
-  const unknown = argv.filter((a) => a.startsWith('--') && !/^--(scenario|rounds)=/.test(a));
+  const unknown = argv.filter((a) => a.startsWith('--') && !/^--(scenario|rounds|this-node-args|other-node-args)=/.test(a));
   if (unknown.length) usage(`unknown option ${unknown.join(' ')}`);
   if (!['latency', 'new', 'reuse'].includes(scenario)) usage(`no scenario ${scenario}`);
   // An even number, so that each build goes first as often as the other.
@@ -83,8 +89,8 @@ async function main() {
   }
   const sink = await startSink();
   const relays = [
-    await startSmarthost(sink.port, { name: 'this', repo: REPO }),
-    await startSmarthost(sink.port, { name: 'other', repo: otherRepo }),
+    await startSmarthost(sink.port, { name: 'this', repo: REPO, ...argsFor('this') }),
+    await startSmarthost(sink.port, { name: 'other', repo: otherRepo, ...argsFor('other') }),
   ];
   try {
     console.log(`bench:ab: this (${REPO}) against other (${otherRepo}), ${scenario}, ${rounds} rounds`);

@@ -18,7 +18,7 @@ import {
 
 const REPO = path.resolve(import.meta.dirname, '..', '..');
 const IS_ROOT = process.getuid?.() === 0;
-const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const envNodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 // --- the sink: smtp-sink, counting messages ---------------------------------------------------
 
@@ -60,7 +60,7 @@ export async function startSink() {
  */
 export async function startSmarthost(
   sinkPort,
-  { spoolDir, waitReady = true, repo = REPO, name = 'smarthost' } = {},
+  { spoolDir, waitReady = true, repo = REPO, name = 'smarthost', nodeArgs = envNodeArgs } = {},
 ) {
   const dir = tempDir('smarthost');
   const port = await freePort();

@@ -60,6 +60,7 @@ export class Spool {
   private readonly justAccepted = new JustAccepted();
 
   constructor(readonly dir: string) {
+    // Normalised once here; the per-message paths below are built from it by concatenation.
     this.queueDir = path.join(dir, 'queue');
     this.tmpDir = path.join(dir, 'tmp');
     this.failedDir = path.join(dir, 'failed');
@@ -99,7 +100,8 @@ export class Spool {
   }
 
   bodyPath(id: string): string {
-    return path.join(this.queueDir, `${id}.eml`);
+    // Joined by hand: path.join normalises every time, and this runs several times a message.
+    return `${this.queueDir}${path.sep}${id}.eml`;
   }
 
   /**
@@ -111,7 +113,7 @@ export class Spool {
   }
 
   private metaPath(id: string): string {
-    return path.join(this.queueDir, `${id}.json`);
+    return `${this.queueDir}${path.sep}${id}.json`;
   }
 
   private tmpPath(id: string, ext: string): string {

@@ -152,3 +152,20 @@ test('BatchedOutput: lines not yet written when the process exits are written be
   assert.equal(child.status, 3);
   assert.match(child.stdout, /"message":"last words"/);
 });
+
+test('JSON lines: a field JSON cannot write (a cycle, a BigInt) still gives one parseable line', async () => {
+  const { stream, lines } = capture();
+  const log = createLogger({ level: 'info', format: 'json' }, stream);
+  const looped: Record<string, unknown> = { a: 1 };
+  looped.self = looped;
+  log.info('plain', { id: 'Q1', recipients: 2 });
+  log.info('odd', { looped, big: 10n });
+  await flush();
+  const [plain, odd] = lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    { message: plain!.message, id: plain!.id, recipients: plain!.recipients, level: plain!.level },
+    { message: 'plain', id: 'Q1', recipients: 2, level: 'info' },
+  );
+  assert.equal(odd!.message, 'odd');
+  assert.equal(odd!.big, '10');
+});
