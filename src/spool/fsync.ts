@@ -45,6 +45,14 @@ export const inline: FileOps = {
 /** Larger writes go through the pool whatever the choice: they may wait for the disk's writeback. */
 const INLINE_WRITE_MAX = 64 * 1024;
 
+/**
+ * An unlink through the thread pool, with fs's callback API: fs/promises' unlink costs the
+ * main thread more, and a delivered message makes two.
+ */
+export function unlinkFile(file: string): Promise<void> {
+  return inPool((done) => fs.unlink(file, (err) => done(err, undefined)));
+}
+
 /** An fsync, through the thread pool. */
 export function syncFd(fd: number): Promise<void> {
   return inPool((done) => fs.fsync(fd, (err) => done(err, undefined)));

@@ -28,6 +28,7 @@ import {
   replaceFileDurably,
   streamInto,
   syncFd,
+  unlinkFile,
   writeAll,
   writeFileDurably,
 } from './fsync.js';
@@ -225,12 +226,12 @@ export class Spool {
   async remove(id: string): Promise<boolean> {
     this.justAccepted.drop(id);
     try {
-      await unlink(this.metaPath(id));
+      await unlinkFile(this.metaPath(id));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
-    await unlink(this.bodyPath(id)).catch(() => undefined);
+    await unlinkFile(this.bodyPath(id)).catch(() => undefined);
     return true;
   }
 
