@@ -120,32 +120,12 @@ export const privacyFormat = winston.format((info, opts: unknown) => {
   return info;
 });
 
-/**
- * One JSON object a line, like winston.format.json() but with the built-in JSON.stringify: the
- * library's (safe-stable-stringify, with a replacer, sorting keys) allocated about 3 KB a line,
- * and the relay writes two lines a message. Values it cannot write (a cycle, a BigInt) fall
- * back to the library's.
- */
-const jsonLine = winston.format((info) => {
-  try {
-    (info as unknown as Record<symbol, string>)[MESSAGE] = JSON.stringify(info);
-    return info;
-  } catch {
-    return libraryJson.transform(info, libraryJson.options);
-  }
-});
-
-const libraryJson = winston.format.json();
-
-/** Where winston's formats leave the finished line (triple-beam's MESSAGE). */
-const MESSAGE = Symbol.for('message');
-
 export function createLogger(options: LogOptions, stream: NodeJS.WritableStream = process.stdout): Logger {
   const live: LiveSettings = { maskAddresses: options.maskAddresses === true };
   const json =
     options.format === 'json' || (options.format === 'auto' && !(stream as NodeJS.WriteStream).isTTY);
   const format = json
-    ? winston.format.combine(privacyFormat({ live }), winston.format.timestamp(), jsonLine())
+    ? winston.format.combine(privacyFormat({ live }), winston.format.timestamp(), winston.format.json())
     : winston.format.combine(
         privacyFormat({ live }),
         winston.format.timestamp({ format: 'HH:mm:ss' }),
