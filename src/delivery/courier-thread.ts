@@ -136,7 +136,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
     // A message that cannot be read would leave its sends unanswered: end the worker instead,
     // and exited() answers them.
     worker.on('messageerror', () => void worker.terminate());
-    worker.on('exit', () => this.exited(worker));
+    worker.on('exit', (code: number) => this.exited(worker, code));
     // A worker started after a death is told what the one before it was told.
     if (this.started) worker.postMessage({ type: 'start' } satisfies ToWorker);
     if (this.stopped) worker.postMessage({ type: 'stopping' } satisfies ToWorker);
@@ -144,9 +144,15 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   }
 
   /** The worker is gone: what it had in hand is retried later, the next attempt starts another. */
-  private exited(worker: Worker): void {
+  private exited(worker: Worker, code: number): void {
     if (worker !== this.worker) return;
     this.worker = undefined;
+    if (!this.closing) {
+      this.options.log?.error(
+        `the delivery thread stopped (exit code ${code}): ${this.pending.size} attempt(s) in hand will be retried, the next one starts a new thread`,
+        { event: 'delivery_thread_failed', code, inHand: this.pending.size },
+      );
+    }
     const reply = this.closing ? 'the relay is shutting down' : 'the delivery thread stopped unexpectedly';
     for (const { recipients, resolve } of this.pending.values()) resolve(temporary(recipients, reply));
     this.pending.clear();

@@ -168,6 +168,12 @@ describe('delivery thread', () => {
         results.map((r) => [r.outcome, r.reply]),
         [['temporary', 'the delivery thread stopped unexpectedly']],
       );
+      const failure = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.event === 'delivery_thread_failed');
+      assert.ok(failure, 'the death is logged');
+      assert.equal(failure.level, 'error');
+      assert.equal(failure.inHand, 1);
       esp.onData = undefined;
       release();
 
