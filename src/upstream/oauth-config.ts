@@ -75,13 +75,21 @@ export function resolveOAuth2(
     tokenUrl: auth.tokenUrl,
     scope: auth.scope,
   };
-  // The secrets are there to be read, not listed: whatever prints or serialises the config
-  // (a config dump, a debug log of an object) does not see them.
-  hidden(settings, 'clientSecret', clientSecret);
-  hidden(settings, 'refreshToken', refreshToken);
-  if (serviceAccount) {
-    const { privateKey, ...account } = serviceAccount;
-    hidden(account, 'privateKey', privateKey);
+  if (serviceAccount) settings.serviceAccount = serviceAccount;
+  return hideSecrets(settings, { clientSecret, refreshToken, privateKey: serviceAccount?.privateKey });
+}
+
+/**
+ * Puts the secrets on the settings as fields that are there to be read, not listed: whatever
+ * prints or serialises the config (a config dump, a debug log of an object, a structured
+ * clone) does not see them. A service account's private key goes on a copy of the account.
+ */
+function hideSecrets(settings: OAuth2Settings, secrets: OAuth2Secrets): OAuth2Settings {
+  hidden(settings, 'clientSecret', secrets.clientSecret);
+  hidden(settings, 'refreshToken', secrets.refreshToken);
+  if (settings.serviceAccount) {
+    const { privateKey: _visible, ...account } = settings.serviceAccount;
+    hidden(account, 'privateKey', secrets.privateKey);
     settings.serviceAccount = account as NonNullable<OAuth2Settings['serviceAccount']>;
   }
   return settings;
@@ -121,12 +129,5 @@ export function withOAuth2Secrets(settings: OAuth2Settings): OAuth2Settings & { 
  */
 export function hideOAuth2Secrets(carried: OAuth2Settings & { secrets: OAuth2Secrets }): OAuth2Settings {
   const { secrets, ...settings } = carried;
-  hidden(settings, 'clientSecret', secrets.clientSecret);
-  hidden(settings, 'refreshToken', secrets.refreshToken);
-  if (settings.serviceAccount) {
-    const account = { ...settings.serviceAccount };
-    hidden(account, 'privateKey', secrets.privateKey);
-    settings.serviceAccount = account;
-  }
-  return settings;
+  return hideSecrets(settings, secrets);
 }
