@@ -21,7 +21,7 @@ import { Worker } from 'node:worker_threads';
 import type { Upstream } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { QueueEntry } from '../spool/entry.js';
-import type { Courier, MessageBody, RecipientResult } from './courier.js';
+import { allTemporary, type Courier, type MessageBody, type RecipientResult } from './courier.js';
 import { describeUpstreams, sizeLimitOf } from './smtp-courier.js';
 import type { UpstreamEvent, UpstreamWithCa } from './upstream-client.js';
 import { hideOAuth2Secrets, withOAuth2Secrets } from '../upstream/oauth-config.js';
@@ -76,11 +76,6 @@ const CLOSE_GRACE_MS = 2_000;
 interface PendingSend {
   recipients: string[];
   resolve: (results: RecipientResult[]) => void;
-}
-
-/** Every recipient of an attempt that could not be carried out: temporary, retried later. */
-function temporary(recipients: string[], reply: string): RecipientResult[] {
-  return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));
 }
 
 /**
@@ -154,7 +149,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
       );
     }
     const reply = this.closing ? 'the relay is shutting down' : 'the delivery thread stopped unexpectedly';
-    for (const { recipients, resolve } of this.pending.values()) resolve(temporary(recipients, reply));
+    for (const { recipients, resolve } of this.pending.values()) resolve(allTemporary(recipients, reply));
     this.pending.clear();
     // Not handed over yet, but answered just now: not for the next worker.
     this.outgoing.length = 0;
@@ -194,7 +189,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   }
 
   send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]> {
-    if (this.closing) return Promise.resolve(temporary(recipients, 'the relay is shutting down'));
+    if (this.closing) return Promise.resolve(allTemporary(recipients, 'the relay is shutting down'));
     this.worker ??= this.spawn();
     const call = this.nextCall++;
     // A copy of its own (a Buffer may be a view of a larger shared one), moved to the worker.

@@ -4,7 +4,7 @@
 // redaction and masking all apply there).
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Logger } from '../log.js';
-import type { RecipientResult } from './courier.js';
+import { allTemporary, type RecipientResult } from './courier.js';
 import {
   upstreamsFromRelay,
   type CourierWorkerData,
@@ -50,15 +50,7 @@ function send({ call, entry, recipients, body }: SendRequest): void {
   courier.send(entry, recipients, { path: body.path, data }).then(
     (results) => answer(call, results),
     // The courier answers every failure itself: this is a bug, and retried like a failure.
-    (err: Error) =>
-      answer(
-        call,
-        recipients.map((recipient) => ({
-          recipient,
-          outcome: 'temporary',
-          reply: `local error: ${err.message}`,
-        })),
-      ),
+    (err: Error) => answer(call, allTemporary(recipients, `local error: ${err.message}`)),
   );
 }
 

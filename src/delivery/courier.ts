@@ -16,6 +16,19 @@ export interface RecipientResult {
   upstream?: string;
 }
 
+/**
+ * The same temporary outcome for every recipient: an attempt that could not be carried out, or
+ * not to the end. The message stays queued and is retried.
+ */
+export function allTemporary(recipients: string[], reply: string, upstream?: string): RecipientResult[] {
+  return recipients.map((recipient) => ({
+    recipient,
+    outcome: 'temporary' as const,
+    reply,
+    ...(upstream === undefined ? {} : { upstream }),
+  }));
+}
+
 export interface Courier {
   /** A name for the start-up log: where mail goes. */
   readonly description: string;

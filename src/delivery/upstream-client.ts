@@ -16,7 +16,7 @@ import { UpstreamHealth } from '../upstream/health.js';
 import { TokenCache, tokenFetcher } from '../upstream/oauth.js';
 import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
 import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
-import type { MessageBody, RecipientResult } from './courier.js';
+import { allTemporary, type MessageBody, type RecipientResult } from './courier.js';
 import { connectWithoutDelay } from './no-delay-socket.js';
 import { describeFailure, isThrottling, isUpstreamFailure, outcomeOf, type SmtpFailure } from './classify.js';
 
@@ -153,7 +153,7 @@ export class UpstreamClient {
       slot = await this.pacer.acquire();
     } catch (err) {
       const reply = err instanceof PacingAborted ? err.message : `local error: ${(err as Error).message}`;
-      return recipients.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply, upstream }));
+      return allTemporary(recipients, reply, upstream);
     }
     let reached = true;
     const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });

@@ -34,7 +34,7 @@ export class SourceResolver {
   private readonly ranges: RangeSource[];
   private readonly users = new Map<string, Source & { password: string }>();
   /**
-   * The allowlist entry each recent address matched (null: none). Parsing an address and
+   * The allowlist entry each recent address matched (NO_MATCH: none). Parsing an address and
    * testing it against the ranges took ~2% of the relay's thread under a new-connection load,
    * and the same few devices connect over and over. A reload builds a new resolver, so a
    * changed allowlist is never answered from here.

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
-import type { Courier, RecipientResult } from '../delivery/courier.js';
+import { allTemporary, type Courier, type RecipientResult } from '../delivery/courier.js';
 import type { Bouncer } from '../bounce/bouncer.js';
 import type { FailedRecipient } from '../bounce/dsn.js';
 import { pendingRecipients, type QueueEntry, type RecipientState } from '../spool/entry.js';
@@ -194,8 +194,7 @@ export class DeliveryQueue extends EventEmitter {
           .courier()
           .send(entry, pending, { path: spool.bodyPath(id), data: held?.data });
       } catch (err) {
-        const reply = `local error: ${(err as Error).message}`;
-        results = pending.map((recipient) => ({ recipient, outcome: 'temporary' as const, reply }));
+        results = allTemporary(pending, `local error: ${(err as Error).message}`);
       }
     }
     const now = this.now();
