@@ -55,6 +55,11 @@ describe('delivery thread', () => {
     }),
   );
 
+  /** The first line the relay's logger wrote for `event`, parsed. */
+  function logged(event: string): Record<string, unknown> | undefined {
+    return lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === event);
+  }
+
   function courierFor(
     port = esp.port,
     ca = esp.caFile,
@@ -132,9 +137,7 @@ describe('delivery thread', () => {
       assert.deepEqual(await ready, { upstream: 'esp', state: 'size', size: 100_000 });
       assert.equal(courier.sizeLimit(), 100_000 - SIZE_HEADROOM);
       assert.equal(courier.sizeLimit('anyone@corp.example'), 100_000 - SIZE_HEADROOM);
-      const line = lines
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .find((l) => l.event === 'upstream_ready');
+      const line = logged('upstream_ready');
       assert.ok(line, 'the worker’s log line was written by the relay’s logger');
       assert.equal(line.level, 'info');
       assert.equal(line.size, 100_000);
@@ -168,9 +171,7 @@ describe('delivery thread', () => {
         results.map((r) => [r.outcome, r.reply]),
         [['temporary', 'the delivery thread stopped unexpectedly']],
       );
-      const failure = lines
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .find((l) => l.event === 'delivery_thread_failed');
+      const failure = logged('delivery_thread_failed');
       assert.ok(failure, 'the death is logged');
       assert.equal(failure.level, 'error');
       assert.equal(failure.inHand, 1);
