@@ -11,6 +11,23 @@ export interface RecipientState {
   lastReply?: string;
   /** Which upstream took it, once delivered. */
   upstream?: string;
+  /**
+   * RFC 3461 NOTIFY as the client gave it at RCPT (upper case). Absent: the default, a
+   * notice on failure only. ['NEVER']: no notice whatever happens.
+   */
+  notify?: DsnNotify[];
+  /** RFC 3461 ORCPT as given at RCPT, xtext decoded: "rfc822;a@example.com". */
+  orcpt?: string;
+}
+
+export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+/** The RFC 3461 parameters of MAIL FROM: what a bounce returns, and the client's own id. */
+export interface DsnRequest {
+  /** FULL: the whole message in a bounce; HDRS: its headers only. Absent: our choice (FULL). */
+  ret?: 'FULL' | 'HDRS';
+  /** ENVID, xtext decoded. */
+  envid?: string;
 }
 
 export interface QueueEntry {
@@ -36,6 +53,12 @@ export interface QueueEntry {
    * Dropped once the body is known to be durable.
    */
   bodyCrc32?: number;
+  /** RET and ENVID of MAIL FROM, when the client gave either. */
+  dsn?: DsnRequest;
+  /** MAIL FROM carried SMTPUTF8: the envelope or headers may hold UTF-8 addresses. */
+  smtpUtf8?: boolean;
+  /** MAIL FROM's BODY=8BITMIME, when given. */
+  bodyType?: '7bit' | '8bitmime';
 }
 
 /** Queue ids sort by arrival time: 8 base-36 characters of milliseconds, then 10 random hex. */
