@@ -15,6 +15,7 @@ import { FastGreetingServer } from './fast-greeting.js';
 import { keepOwnEnhancedCodes } from './enhanced-codes.js';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { receiveMessage } from './receive.js';
+import { envelopeFields, watchParameters, type WithParameters } from './esmtp-hook.js';
 import type { KeyPair } from './tls.js';
 
 export interface ListenerDeps {
@@ -36,7 +37,7 @@ interface SessionState {
 }
 
 /** An address as smtp-server hands it to onMailFrom/onRcptTo, with what watchAddresses found. */
-interface CheckedAddress {
+interface CheckedAddress extends WithParameters {
   address: string;
   args: Record<string, string | true> | false;
   /** Set when the address as the client wrote it is in a routing form or malformed. */
@@ -111,9 +112,14 @@ export class Listener {
       greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
       // Enhanced status codes on every reply, smtp-server's own included (see enhanced-codes.ts).
       hideENHANCEDSTATUSCODES: false,
+      // RFC 3461 DSN: offered, and its parameters checked and kept (esmtp-hook.ts). REQUIRETLS
+      // is not: the relay cannot promise TLS on every later hop.
+      hideDSN: false,
+      hideREQUIRETLS: true,
       onConnection: (connection) => {
         keepOwnEnhancedCodes(connection);
         this.watchAddresses(connection);
+        watchParameters(connection);
       },
     });
     this.server.on('error', (err) =>
@@ -288,9 +294,10 @@ export class Listener {
       const policy = this.deps.policy();
       const client = { ip: this.clientIp(session), user: session.user };
       // Who may send comes first: a stranger learns nothing about address syntax.
-      if (checked.routingProblem) {
+      if (checked.routingProblem || checked.parameterProblem) {
         if (!policy.sources.resolve(client.ip, client.user)) throw smtpErrors.notAllowed(client.ip);
-        throw smtpErrors.badAddress(address, checked.routingProblem);
+        if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
+        throw checked.parameterProblem;
       }
       const source = policy.checkMail(client, address, declared);
       this.state(session).source = source;
@@ -308,6 +315,7 @@ export class Listener {
     const { address } = checked;
     try {
       if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
+      if (checked.parameterProblem) throw checked.parameterProblem;
       this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
       cb();
     } catch (err) {
@@ -342,6 +350,7 @@ export class Listener {
           from: sender.from,
           editHeaders: sender.editHeaders,
           recipients: session.envelope.rcptTo.map((r) => r.address),
+          envelope: envelopeFields(session),
           client: {
             address: this.clientIp(session),
             helo: session.hostNameAppearsAs || undefined,

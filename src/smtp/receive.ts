@@ -8,7 +8,7 @@ import type { Source } from '../policy/sources.js';
 import { HeaderRewriter } from '../rewrite/header-rewriter.js';
 import { addMissingHeaders, receivedHeader } from '../rewrite/hygiene.js';
 import { LineEndingNormaliser } from '../rewrite/line-endings.js';
-import type { QueueEntry } from '../spool/entry.js';
+import type { QueueEntry, RecipientState } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { SizeGuard } from './size-guard.js';
 import { SmtpError, smtpErrors } from './errors.js';
@@ -26,6 +26,8 @@ export interface Transaction {
   sizeLimit: number;
   /** The refusal for a message over sizeLimit (names whose limit it is). */
   sizeError?: () => Error;
+  /** MAIL and RCPT parameters to keep (DSN, SMTPUTF8, BODY); recipients in the same order. */
+  envelope?: Pick<QueueEntry, 'dsn' | 'smtpUtf8' | 'bodyType'> & { recipients: Partial<RecipientState>[] };
   /** Further header changes for this message (sender rewriting). */
   editHeaders?: (headers: Headers) => void;
 }
@@ -67,12 +69,14 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
   stream.pipe(guard);
   const body = chain(guard, new LineEndingNormaliser(), rewriter);
   const now = Date.now();
+  const { recipients: params = [], ...envelope } = tx.envelope ?? {};
   try {
     return await spool.accept(body, {
+      ...envelope,
       id: tx.id,
       from: tx.from,
       originalFrom: tx.originalFrom,
-      recipients: tx.recipients.map((address) => ({ address, status: 'pending' })),
+      recipients: tx.recipients.map((address, i) => ({ ...params[i], address, status: 'pending' })),
       source: tx.source.name,
       client: { address: tx.client.address, helo: tx.client.helo, user: tx.client.user },
       createdAt: now,
