@@ -30,7 +30,8 @@
 import type { Outcome } from './courier.js';
 
 /** The step of the SMTP conversation that failed. */
-export type SmtpStep = 'connect' | 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail' | 'rcpt' | 'data' | 'local';
+export type SmtpStep =
+  'connect' | 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail' | 'rcpt' | 'data' | 'local';
 
 /** Everything the decision looks at, already taken out of the SMTP client's error. */
 export interface FailureFacts {
@@ -54,7 +55,8 @@ export interface Decision {
 }
 
 const BEFORE_TRANSACTION = new Set<SmtpStep>(['connect', 'greeting', 'ehlo', 'starttls', 'auth']);
-const RATE_WORDS = /throttl|rate[ -]?limit|sending rate|unusual rate|rate exceeded|too many(?! recipients| rcpt)/i;
+const RATE_WORDS =
+  /throttl|rate[ -]?limit|sending rate|unusual rate|rate exceeded|too many(?! recipients| rcpt)/i;
 
 /** The decision of the table at the top of this file. Pure. */
 export function decide(facts: FailureFacts): Decision {
@@ -62,7 +64,8 @@ export function decide(facts: FailureFacts): Decision {
   if (code === 421) return { affects: 'upstream', kind: 'throttled' };
   if (facts.connectionLost) return { affects: 'upstream', kind: 'temporary' };
   const throttled = isThrottleSignal(facts);
-  if (BEFORE_TRANSACTION.has(step)) return { affects: 'upstream', kind: throttled ? 'throttled' : 'temporary' };
+  if (BEFORE_TRANSACTION.has(step))
+    return { affects: 'upstream', kind: throttled ? 'throttled' : 'temporary' };
   // "530 authentication required", "538 encryption required": our login did not happen.
   if (step === 'mail' && (code === 530 || code === 538)) return { affects: 'upstream', kind: 'temporary' };
   const affects: Affects = step === 'rcpt' ? 'recipient' : 'message';

@@ -214,7 +214,9 @@ export class DeliveryQueue extends EventEmitter {
     const pending = pendingRecipients(entry);
     if (!pending.length) return [];
     try {
-      return await this.deps.courier().send(entry, pending, { path: this.deps.spool.bodyPath(entry.id), data });
+      return await this.deps
+        .courier()
+        .send(entry, pending, { path: this.deps.spool.bodyPath(entry.id), data });
     } catch (err) {
       return allTemporary(pending, `local error: ${(err as Error).message}`);
     }

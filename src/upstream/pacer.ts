@@ -256,6 +256,8 @@ export class Pacer {
         if (finished) return;
         finished = true;
         this.inFlight--;
+        // A send that never reached the ESP gives its turn at the even pace back too.
+        if (!reached) this.tat -= this.interval();
         if (reached) {
           const now = this.clock.now();
           // Keep the list in time order even if the wall clock stepped back.

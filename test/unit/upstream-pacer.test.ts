@@ -47,9 +47,9 @@ describe('pacer', () => {
     assert.ok(got.every((g) => g.at === got[0]!.at));
   });
 
-  test('3/s: the fourth waits until the first answer is a second old', async () => {
+  test('3/s, burst 3: the fourth waits until the first answer is a second old', async () => {
     const clock = new FakeClock();
-    const pacer = new Pacer(rate('3/s'), clock);
+    const pacer = new Pacer(rate('3/s'), clock, { burst: 3 });
     const start = clock.now();
     const { got } = acquireAll(pacer, clock, 4);
     await flush();
@@ -217,6 +217,8 @@ describe('pacer', () => {
     assert.equal(more.got.filter(Boolean).length, 1, 'the first at once');
     await clock.advance(3000);
     assert.equal(more.got.filter(Boolean).length, 2);
+    await clock.advance(30_000);
+    assert.deepEqual(pacer.cleared(), { count: 30, perMs: 60_000 }, 'one step: a quarter back');
     await clock.advance(30_000);
     assert.equal(pacer.cleared(), 'whole', 'a half comes back in two steps of a quarter');
     assert.equal(pacer.limit(), Infinity, 'unpaced again');
