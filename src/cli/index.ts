@@ -11,6 +11,7 @@ import { upstreamCommand } from './upstream.js';
 import { userCommand } from './user.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
+import { quietOnClosedPipes } from './pipes.js';
 
 // dist/src/cli/index.js → the package's package.json.
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -63,6 +64,7 @@ function commandPath(command: Command): string {
 }
 
 throwCommanderErrors(program);
+quietOnClosedPipes(() => process.argv[2] === 'start');
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

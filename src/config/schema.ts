@@ -192,6 +192,8 @@ const upstream = z
     /** Sender domains routed to this upstream (empty: any). */
     senderDomains: z.array(domain).default([]),
     rateLimit: rate.optional(),
+    /** Messages that may start together before rateLimit's even pace applies (default 1). */
+    burst: z.number().int().min(1).max(1000).optional(),
     /** Connection and command timeouts. */
     timeout: duration.prefault('60s'),
     /** OAuth2 (XOAUTH2) instead of pass/passFile. */
@@ -205,6 +207,15 @@ const upstream = z
         code: 'custom',
         path: ['auth'],
         message: 'use either pass/passFile or auth (OAuth2), not both',
+      });
+    }
+    if (up.burst !== undefined && (!up.rateLimit || up.burst > up.rateLimit.count)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['burst'],
+        message: up.rateLimit
+          ? `must not be larger than rateLimit's count (${up.rateLimit.count})`
+          : 'only applies with rateLimit: set rateLimit too, or remove burst',
       });
     }
     if (up.backoff.max < up.backoff.initial) {

@@ -1,6 +1,7 @@
 // The courier hands a queued message to the next hop and says, per recipient, what happened.
 // Every outcome is classified: delivered, temporary (retry later) or permanent (bounce).
 import type { QueueEntry } from '../spool/entry.js';
+import type { Decision } from './classify.js';
 import type { MessageBody } from '../spool/spool.js';
 
 export type { MessageBody };
@@ -14,6 +15,11 @@ export interface RecipientResult {
   reply: string;
   /** Which upstream (name) answered, or was tried last; 'outbox' in capture mode. */
   upstream?: string;
+  /**
+   * For a failure the upstream answered or caused: what it affects and how (classify.ts).
+   * Absent for a delivery, and for a failure of the relay itself (counted as the message's).
+   */
+  decision?: Decision;
 }
 
 /**

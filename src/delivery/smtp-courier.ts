@@ -2,12 +2,13 @@
 // order and routing between them.
 //
 // Several upstreams are tried in order. A temporary failure moves the recipients it hit on to
-// the next upstream; a permanent one is final. An upstream that fails as a whole (connection,
-// TLS, AUTH, a 4xx to MAIL or DATA) is marked down for a back-off period (30 s doubling to
-// 5 min by default) and skipped while down, unless every candidate is down: then they are
-// tried in order anyway. Once the period is over the next message tries it again, and one
-// success brings it back. Each upstream is paced to its `rateLimit`, and a throttling reply
-// slows it down further for a while.
+// the next upstream; a permanent one is final. An upstream that fails itself (connection,
+// greeting, TLS, AUTH, a 421, a lost connection: classify.ts) is marked down for a back-off
+// period (30 s doubling to 5 min by default) and skipped while down, unless every candidate is
+// down: then they are tried in order anyway. A 4xx to one message's MAIL, RCPT or DATA says
+// nothing about the upstream and never marks it down. Once the period is over the next message
+// tries it again, and one success brings it back. Each upstream is paced evenly to its
+// `rateLimit` (pacer.ts), and a throttling reply slows it down until replies are clean again.
 //
 // Routing by sender domain: when an upstream lists the sender's domain in `senderDomains`,
 // only the upstreams listing it are candidates. Mail from such a domain never leaves through

@@ -17,8 +17,16 @@ import { TokenCache, tokenFetcher } from '../upstream/oauth.js';
 import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
 import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
 import { allTemporary, type MessageBody, type RecipientResult } from './courier.js';
-import { connectWithoutDelay } from './no-delay-socket.js';
-import { describeFailure, isThrottling, isUpstreamFailure, outcomeOf, type SmtpFailure } from './classify.js';
+import { decide, NOT_SENT, outcomeOfDecision } from './classify.js';
+import {
+  advertisedSize,
+  connectWithoutDelay,
+  describeFailure,
+  factsOf,
+  rejectedErrorsOf,
+  type RejectedError,
+  type SmtpFailure,
+} from './nodemailer-adapter.js';
 
 /**
  * Room kept below the ESP's SIZE for what the relay adds to a message after accepting it
@@ -30,8 +38,6 @@ export const SIZE_HEADROOM = 2048;
  * the trips to the thread pool (10 MB messages end to end: ~20% faster here).
  */
 const READ_CHUNK = 256 * 1024;
-
-type RejectedError = SmtpFailure & { recipient: string };
 
 /** An upstream with its CA file's text already read (the delivery thread gets it this way). */
 export type UpstreamWithCa = Upstream & { caText?: string };
@@ -73,7 +79,7 @@ export function transportOptions(
       minVersion: 'TLSv1.2',
       ca: upstream.ca ? [upstream.caText ?? readFileSync(upstream.ca, 'utf8')] : undefined,
     },
-    // TCP_NODELAY: without it every message waits ~40 ms for a delayed ACK (no-delay-socket.ts).
+    // TCP_NODELAY: without it every message waits ~40 ms for a delayed ACK (nodemailer-adapter.ts).
     getSocket: connectWithoutDelay,
     maxConnections: upstream.maxConnections,
     maxMessages: 1000,
@@ -87,12 +93,12 @@ export function transportOptions(
 /** What the courier reports about its upstreams (for logs and metrics). */
 export interface UpstreamEvent {
   upstream: string;
-  state: 'down' | 'up' | 'throttled' | 'size';
+  state: 'down' | 'up' | 'throttled' | 'recovered' | 'size';
   /** The reply or error that caused it. */
   reason?: string;
   /** down: for how long it is skipped. */
   downForMs?: number;
-  /** throttled: the pace now in force, e.g. "15/1m". */
+  /** throttled, recovered: the pace now in force, e.g. "15/1m". */
   pace?: string;
   /** size: the ESP's SIZE in bytes (0: none declared). */
   size?: number;
@@ -128,7 +134,7 @@ export class UpstreamClient {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.health = new UpstreamHealth({ initialMs: upstream.backoff.initial, maxMs: upstream.backoff.max });
-    this.pacer = new Pacer(upstream.rateLimit, this.clock);
+    this.pacer = new Pacer(upstream.rateLimit, this.clock, { burst: upstream.burst });
     if (upstream.auth) {
       this.tokens = new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }), {
         now: () => this.clock.now(),
@@ -152,8 +158,11 @@ export class UpstreamClient {
     try {
       slot = await this.pacer.acquire();
     } catch (err) {
-      const reply = err instanceof PacingAborted ? err.message : `local error: ${(err as Error).message}`;
-      return allTemporary(recipients, reply, upstream);
+      if (!(err instanceof PacingAborted)) {
+        return allTemporary(recipients, `local error: ${(err as Error).message}`, upstream);
+      }
+      // Waiting for the pace is not an attempt: the message goes back to the queue as it was.
+      return allTemporary(recipients, err.message, upstream).map((r) => ({ ...r, decision: NOT_SENT }));
     }
     let reached = true;
     const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });
@@ -165,36 +174,13 @@ export class UpstreamClient {
         // random one for every message.
         messageId: `<${entry.id}@smarthost>`,
       });
-      const rejected = new Map<string, RejectedError>();
-      for (const err of (info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? []) {
-        rejected.set(err.recipient, err);
-      }
-      this.succeeded();
-      const throttle = [...rejected.values()].find(isThrottling);
-      if (throttle) this.throttled(throttle);
-      return recipients.map((recipient) => {
-        const failure = rejected.get(recipient);
-        if (failure)
-          return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
-        return { recipient, outcome: 'delivered' as const, reply: info.response, upstream };
-      });
+      return this.judged(recipientResults(recipients, upstream, info.response, rejectedErrorsOf(info)));
     } catch (error) {
-      const err = error as SmtpFailure & { rejectedErrors?: RejectedError[] };
+      const err = error as SmtpFailure;
       // A connection that never opened did not reach the ESP: it does not count against the pace.
       reached = err.command !== 'CONN' || err.responseCode !== undefined;
-      // All recipients refused at RCPT: each has its own reply.
-      const perRecipient = new Map((err.rejectedErrors ?? []).map((e) => [e.recipient, e]));
-      const throttle = [err, ...perRecipient.values()].find(isThrottling);
-      if (throttle) this.throttled(throttle);
-      if (isUpstreamFailure(err) || throttle) this.failed(err);
-      else this.succeeded();
-      // Classified once for every recipient without a reply of its own.
-      const shared = { outcome: outcomeOf(err), reply: describeFailure(err), upstream };
-      return recipients.map((recipient) => {
-        const failure = perRecipient.get(recipient);
-        if (!failure) return { recipient, ...shared };
-        return { recipient, outcome: outcomeOf(failure), reply: describeFailure(failure), upstream };
-      });
+      // All recipients refused at RCPT: each has its own reply; the others share the error's.
+      return this.judged(recipientResults(recipients, upstream, err, rejectedErrorsOf(err)));
     } finally {
       slot.finish(reached);
       // A send that failed before DATA never read the file: close it now, not at GC.
@@ -202,9 +188,23 @@ export class UpstreamClient {
     }
   }
 
-  /** Marks this upstream down after a failure of the whole transaction. */
-  private failed(err: SmtpFailure): void {
-    const reason = describeFailure(err);
+  /**
+   * Applies what the results say about this upstream (not about a message): a failure of the
+   * upstream itself puts it aside for its back-off, a throttling reply slows the pace, and an
+   * answered transaction with neither shows the upstream healthy and lets the pace recover.
+   * A message's own 4xx changes nothing here: it is retried on its own schedule.
+   */
+  private judged(results: JudgedResult[]): RecipientResult[] {
+    const upstreamFailure = results.find((r) => r.decision?.affects === 'upstream');
+    const throttle = results.find((r) => r.decision?.kind === 'throttled');
+    if (throttle) this.throttled(throttle.reply);
+    if (upstreamFailure) this.failed(upstreamFailure.reply);
+    else this.succeeded(!throttle);
+    return results;
+  }
+
+  /** Marks this upstream down after a failure of the upstream itself (classify.ts). */
+  private failed(reason: string): void {
     const downFor = this.health.failed(this.clock.now());
     if (downFor === undefined) return;
     this.deps.log?.warn(`upstream ${this.name} is failing: skipped for ${formatDuration(downFor)}`, {
@@ -217,19 +217,19 @@ export class UpstreamClient {
     this.deps.emit?.({ upstream: this.name, state: 'down', reason, downForMs: downFor });
   }
 
-  private succeeded(): void {
+  /** The upstream answered; `clean`: with no throttling reply, so the pace may recover. */
+  private succeeded(clean = true): void {
     if (this.health.succeeded()) {
       this.deps.log?.info(`upstream ${this.name} is back`, { event: 'upstream_up', upstream: this.name });
       this.deps.emit?.({ upstream: this.name, state: 'up' });
     }
+    if (clean) this.recovered();
     // SIZE not learned yet (the check at start failed): check again, at most once a minute.
     if (this.maxSize === undefined && this.clock.now() - this.lastProbeAt >= 60_000) void this.probe();
   }
 
-  private throttled(err: SmtpFailure): void {
-    const reason = describeFailure(err);
-    const pace = this.pacer.slowDown(this.clock.now());
-    const text = `${pace.count}/${formatDuration(pace.perMs)}`;
+  private throttled(reason: string): void {
+    const text = paceText(this.pacer.slowDown(this.clock.now()));
     this.deps.log?.warn(`upstream ${this.name} asks to slow down: pace ${text} for a while`, {
       event: 'upstream_throttled',
       upstream: this.name,
@@ -237,6 +237,20 @@ export class UpstreamClient {
       pace: text,
     });
     this.deps.emit?.({ upstream: this.name, state: 'throttled', reason, pace: text });
+  }
+
+  /** Clean replies again: the throttled pace takes a step back towards the configured one. */
+  private recovered(): void {
+    const pace = this.pacer.cleared(this.clock.now());
+    if (pace === undefined) return;
+    const whole = this.upstream.rateLimit ? paceText(this.upstream.rateLimit) : 'unpaced';
+    const text = pace === 'whole' ? whole : paceText(pace);
+    this.deps.log?.info(`upstream ${this.name}: replies are clean again, pace ${text}`, {
+      event: 'upstream_pace_recovered',
+      upstream: this.name,
+      pace: text,
+    });
+    this.deps.emit?.({ upstream: this.name, state: 'recovered', pace: text });
   }
 
   /**
@@ -273,12 +287,7 @@ export class UpstreamClient {
           connection.login(this.loginData(options), (err) => (err ? reject(err) : resolve()));
         });
       });
-      const internals = connection as unknown as {
-        _maxAllowedSize?: number;
-        _supportedExtensions?: string[];
-      };
-      const size = internals._supportedExtensions?.includes('SIZE') ? (internals._maxAllowedSize ?? 0) : 0;
-      this.learnSize(size);
+      this.learnSize(advertisedSize(connection));
       this.succeeded();
       connection.quit();
     } catch (error) {
@@ -291,7 +300,7 @@ export class UpstreamClient {
         upstream: this.name,
         reason,
       });
-      if (outcomeOf(err) === 'temporary') this.failed(err);
+      if (decide(factsOf(err)).affects === 'upstream') this.failed(reason);
     }
   }
 
@@ -330,4 +339,36 @@ export class UpstreamClient {
     this.probeConnection?.close();
     this.transport.close();
   }
+}
+
+type JudgedResult = RecipientResult & { reply: string };
+
+/**
+ * Each recipient's result of one transaction: delivered with `accepted` (the final reply), or
+ * failed with the error that ended the transaction (`accepted` is then an error), except those
+ * refused at RCPT with a reply of their own. Each failure is decided once (classify.ts).
+ */
+function recipientResults(
+  recipients: string[],
+  upstream: string,
+  accepted: string | SmtpFailure,
+  rejected: RejectedError[],
+): JudgedResult[] {
+  const byRecipient = new Map(rejected.map((e) => [e.recipient, e]));
+  const failed = (failure: SmtpFailure) => {
+    const decision = decide(factsOf(failure));
+    return { outcome: outcomeOfDecision(decision), reply: describeFailure(failure), upstream, decision };
+  };
+  const shared = typeof accepted === 'string' ? undefined : failed(accepted);
+  return recipients.map((recipient) => {
+    const own = byRecipient.get(recipient);
+    if (own) return { recipient, ...failed(own) };
+    if (shared) return { recipient, ...shared };
+    return { recipient, outcome: 'delivered' as const, reply: accepted as string, upstream };
+  });
+}
+
+/** A pace for logs: "15/1m", "3.75/1m". */
+function paceText(pace: { count: number; perMs: number }): string {
+  return `${Math.round(pace.count * 100) / 100}/${formatDuration(pace.perMs)}`;
 }

@@ -9,10 +9,9 @@ import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { allTemporary, type Courier, type RecipientResult } from '../delivery/courier.js';
 import type { Bouncer } from '../bounce/bouncer.js';
-import type { FailedRecipient } from '../bounce/dsn.js';
-import { pendingRecipients, type QueueEntry, type RecipientState } from '../spool/entry.js';
+import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
-import { retryDelay } from './backoff.js';
+import { settle, type Settled } from './settle.js';
 import { TimerHeap } from './timer-heap.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
@@ -150,11 +149,38 @@ export class DeliveryQueue extends EventEmitter {
     this.timer = setTimeout(() => this.pump(), delay);
   }
 
+  /**
+   * One delivery attempt, as a pipeline: load (the state, and the body's check after a
+   * restart) → send (the courier) → decide (settle.ts, no I/O) → apply (bounce, spool) →
+   * report (event and log lines).
+   */
   private async attempt(id: string): Promise<void> {
+    const loaded = await this.load(id);
+    if (!loaded) return;
+    const { entry, data } = loaded;
+    const started = this.now();
+    const forced = this.forced.delete(id);
+    if (!forced && entry.nextAttemptAt > started + 1000) {
+      this.heap.schedule(id, entry.nextAttemptAt);
+      return;
+    }
+    const results = await this.send(entry, data);
+    const now = this.now();
+    const settled = settle(entry, results, now, this.deps.config().queue);
+    this.report(entry, results, settled, now - started);
+    await this.apply(entry, settled);
+  }
+
+  /**
+   * The message's state, and its body when kept in memory since it was accepted; undefined
+   * when there is nothing (more) to deliver: gone, half-written by a crash, or damaged.
+   */
+  private async load(id: string): Promise<{ entry: QueueEntry; data?: Buffer } | undefined> {
     const { spool, log } = this.deps;
     // Just accepted by this process: its state and small body are in memory (spool/just-accepted.ts).
     const held = spool.takeJustAccepted(id);
-    const entry = held?.entry ?? (await spool.read(id));
+    if (held) return held;
+    const entry = await spool.read(id);
     if (!entry) {
       // Delivered or deleted meanwhile, being received now, or left half-written by a crash.
       if (await spool.sweepIfIncomplete(id)) {
@@ -163,10 +189,10 @@ export class DeliveryQueue extends EventEmitter {
           event: 'incomplete_removed',
         });
       }
-      return;
+      return undefined;
     }
     // Read back after a restart: its body may not all have reached the disk before the crash.
-    if (!held && !(await spool.verifyBody(entry))) {
+    if (!(await spool.verifyBody(entry))) {
       await spool.moveToFailed(
         entry,
         'the body on disk does not match its checksum: a crash came before it was complete, so it was ' +
@@ -178,53 +204,28 @@ export class DeliveryQueue extends EventEmitter {
         from: entry.from,
         source: entry.source,
       });
-      return;
+      return undefined;
     }
-    const started = this.now();
-    const forced = this.forced.delete(id);
-    if (!forced && entry.nextAttemptAt > started + 1000) {
-      this.heap.schedule(id, entry.nextAttemptAt);
-      return;
-    }
-    const pending = pendingRecipients(entry);
-    let results: RecipientResult[] = [];
-    if (pending.length) {
-      try {
-        results = await this.deps
-          .courier()
-          .send(entry, pending, { path: spool.bodyPath(id), data: held?.data });
-      } catch (err) {
-        results = allTemporary(pending, `local error: ${(err as Error).message}`);
-      }
-    }
-    const now = this.now();
-    entry.attempts++;
-    const failedNow: FailedRecipient[] = [];
-    const deferred: { result: RecipientResult; state: RecipientState }[] = [];
-    for (const result of results) {
-      const state = entry.recipients.find((r) => r.address === result.recipient && r.status === 'pending');
-      if (!state) continue;
-      state.lastReply = result.reply;
-      if (result.outcome === 'delivered') {
-        state.status = 'delivered';
-        state.upstream = result.upstream;
-      } else if (result.outcome === 'permanent') {
-        state.status = 'failed';
-        failedNow.push({ address: result.recipient, reply: result.reply });
-      } else {
-        deferred.push({ result, state });
-      }
-    }
-    const expired = deferred.length > 0 && now - entry.createdAt >= this.deps.config().queue.maxAge;
-    if (expired) {
-      for (const { result, state } of deferred) {
-        state.status = 'failed';
-        failedNow.push({ address: result.recipient, reply: result.reply, expired: true });
-      }
-    }
-    this.emit('attempt', { entry, results, durationMs: now - started } satisfies AttemptEvent);
-    this.logAttempt(entry, results, expired);
+    return { entry };
+  }
 
+  /** Hands the pending recipients to the courier; never rejects. */
+  private async send(entry: QueueEntry, data: Buffer | undefined): Promise<RecipientResult[]> {
+    const pending = pendingRecipients(entry);
+    if (!pending.length) return [];
+    try {
+      return await this.deps
+        .courier()
+        .send(entry, pending, { path: this.deps.spool.bodyPath(entry.id), data });
+    } catch (err) {
+      return allTemporary(pending, `local error: ${(err as Error).message}`);
+    }
+  }
+
+  /** Carries out what settle() decided: bounces, then the message's files and its next turn. */
+  private async apply(entry: QueueEntry, settled: Settled): Promise<void> {
+    const { spool, log } = this.deps;
+    const { failedNow, expired } = settled;
     if (failedNow.length) {
       const bounce = await this.deps.bouncer.bounce(entry, failedNow);
       if (bounce) {
@@ -239,8 +240,7 @@ export class DeliveryQueue extends EventEmitter {
         this.enqueue(bounce.id);
       }
     }
-
-    if (pendingRecipients(entry).length === 0) {
+    if (settled.done) {
       const failed = entry.recipients.filter((r) => r.status === 'failed');
       if (failed.length) {
         const reason = failed.map((r) => `${r.address}: ${r.lastReply ?? 'failed'}`).join('; ');
@@ -249,14 +249,17 @@ export class DeliveryQueue extends EventEmitter {
           expired ? `expired after ${entry.attempts} attempts: ${reason}` : reason,
         );
       } else {
-        await spool.remove(id);
+        await spool.remove(entry.id);
       }
       return;
     }
-    entry.lastError = deferred[0]?.result.reply;
-    entry.nextAttemptAt = now + retryDelay(entry.attempts, this.deps.config().queue.retry);
     await spool.update(entry);
-    this.heap.schedule(id, entry.nextAttemptAt);
+    this.heap.schedule(entry.id, entry.nextAttemptAt);
+  }
+
+  private report(entry: QueueEntry, results: RecipientResult[], settled: Settled, durationMs: number): void {
+    this.emit('attempt', { entry, results, durationMs } satisfies AttemptEvent);
+    this.logAttempt(entry, results, settled.expired);
   }
 
   private logAttempt(entry: QueueEntry, results: RecipientResult[], expired: boolean): void {

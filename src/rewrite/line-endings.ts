@@ -1,38 +1,92 @@
-// SMTP requires CRLF; old devices and scripts send bare LF. Turning every bare LF into CRLF
-// (RFC 5321 §2.3.8) keeps the ESP from refusing the message or mangling it. Streaming: a chunk
-// boundary between CR and LF is handled by remembering the last byte of the previous chunk.
+// Only CRLF leaves. SMTP allows no other line end (RFC 5321 §2.3.8), but old devices and
+// scripts send bare LF, and a few send bare CR. Passing either on lets a lenient upstream read
+// a line end we did not see: `\r.\r\n` followed by MAIL/RCPT/DATA was, for such an upstream,
+// the end of our DATA and the start of a second transaction inside our authenticated session
+// (SMTP smuggling, 2023). So every bare CR and every bare LF becomes CRLF here, before the
+// headers are parsed and before the spool: what the policy reads, what is stored and what is
+// sent are the same lines, and the sending side (nodemailer) then dot-stuffs every line that
+// starts with "." (it stuffs after every LF, and every LF is now part of a CRLF), so a line
+// that became "." here leaves as "..". Each of CR, LF and CRLF counts as one line end, the
+// rule Exim has used since 4.21; CR then LF is one line end, not two, also across chunks.
+//
+// Streaming, bounded memory: a CR at the very end of a chunk is held back (one byte) until the
+// next chunk shows whether an LF follows.
 import { Transform, type TransformCallback } from 'node:stream';
 
 const CR = 0x0d;
 const LF = 0x0a;
+const CRLF = Buffer.from('\r\n');
 
 export class LineEndingNormaliser extends Transform {
-  private lastByte = -1;
+  /** The previous chunk ended with a CR that is not written yet. */
+  private pendingCr = false;
+  /** How many bare CRs and bare LFs were turned into CRLF (for the log). */
+  bareLineEnds = 0;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    let start = 0;
-    let index = chunk.indexOf(LF);
-    if (index === -1) {
-      this.rememberLast(chunk);
-      return done(null, chunk);
-    }
+    if (chunk.length === 0) return done();
     const parts: Buffer[] = [];
-    while (index !== -1) {
-      const before = index > 0 ? chunk[index - 1] : this.lastByte;
-      if (before !== CR) {
-        parts.push(chunk.subarray(start, index), CRLF);
-        start = index + 1;
-      }
-      index = chunk.indexOf(LF, index + 1);
+    let start = 0;
+    if (this.pendingCr) {
+      this.pendingCr = false;
+      parts.push(CRLF);
+      if (chunk[0] === LF) start = 1;
+      else this.bareLineEnds++;
     }
-    parts.push(chunk.subarray(start));
-    this.rememberLast(chunk);
-    done(null, parts.length === 1 ? chunk : Buffer.concat(parts));
+    const next = new LineByteFinder(chunk);
+    let pos = next.from(start);
+    while (pos !== -1) {
+      if (chunk[pos] === CR) {
+        if (pos + 1 === chunk.length) {
+          // Held back: the LF (or not) is in the next chunk.
+          parts.push(chunk.subarray(start, pos));
+          start = chunk.length;
+          this.pendingCr = true;
+          break;
+        }
+        if (chunk[pos + 1] === LF) {
+          pos = next.from(pos + 2);
+          continue;
+        }
+      }
+      // A bare CR or a bare LF.
+      this.bareLineEnds++;
+      parts.push(chunk.subarray(start, pos), CRLF);
+      start = pos + 1;
+      pos = next.from(start);
+    }
+    if (parts.length === 0) return done(null, chunk);
+    if (start < chunk.length) parts.push(chunk.subarray(start));
+    done(null, Buffer.concat(parts));
   }
 
-  private rememberLast(chunk: Buffer): void {
-    if (chunk.length) this.lastByte = chunk[chunk.length - 1] ?? -1;
+  override _flush(done: TransformCallback): void {
+    if (this.pendingCr) {
+      this.pendingCr = false;
+      this.bareLineEnds++;
+      return done(null, CRLF);
+    }
+    done();
   }
 }
 
-const CRLF = Buffer.from('\r\n');
+/**
+ * Finds the next CR or LF. Each byte's last position is remembered, so a chunk of many CRs and
+ * no LF (or the reverse) is searched once, not once per line: linear in the chunk, whatever
+ * its content.
+ */
+class LineByteFinder {
+  private cr = -2;
+  private lf = -2;
+
+  constructor(private readonly chunk: Buffer) {}
+
+  /** The index of the first CR or LF at or after `at`, or -1. */
+  from(at: number): number {
+    if (this.cr !== -1 && this.cr < at) this.cr = this.chunk.indexOf(CR, at);
+    if (this.lf !== -1 && this.lf < at) this.lf = this.chunk.indexOf(LF, at);
+    if (this.cr === -1) return this.lf;
+    if (this.lf === -1) return this.cr;
+    return this.cr < this.lf ? this.cr : this.lf;
+  }
+}

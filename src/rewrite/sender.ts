@@ -10,6 +10,14 @@
 // original From goes into Reply-To when the message has none, so replies still reach a person.
 // Everything written is rebuilt from parsed parts (a quoted or RFC 2047-encoded name and a
 // checked address), never copied from the client, so nothing can inject a header or address.
+//
+// A From (or Sender) counts as the one address it names only when it reads one way to every
+// receiver (soleMailbox): one field, one mailbox, nothing after it, no second "@" anywhere
+// (a quoted or encoded display name holding an address included). Anything else (several
+// mailboxes, a group, a mailbox followed by junk, an addr-spec after an angle-addr, controls)
+// counts as out of the verified domains, so it is rewritten per the policy; a display name
+// that holds an address, or could pass for one, is not kept. What leaves has exactly one From
+// (unless the message had none and the policy names no sender) and at most one Sender.
 import type { Headers } from 'mailsplit';
 import libmime from 'libmime';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
@@ -57,14 +65,58 @@ export interface Mailbox {
 
 /** The mailboxes of a header line ("From: ..." as mailsplit keeps it: binary, maybe folded). */
 export function parseMailboxes(line: string): Mailbox[] {
-  const colon = line.indexOf(':');
-  const raw = line.slice(colon + 1).replace(/\r?\n(?=[ \t])/g, '');
-  // Header bytes are kept as latin1 ("binary"); 8-bit names are UTF-8 (RFC 6532).
-  const value = Buffer.from(raw, 'binary').toString('utf8');
-  return addressparser(value, { flatten: true }).map((m) => ({
+  return addressparser(headerValue(line), { flatten: true }).map((m) => ({
     name: decodeName(m.name ?? ''),
     address: (m.address ?? '').trim(),
   }));
+}
+
+/** A header line's value, unfolded, as text. */
+function headerValue(line: string): string {
+  const raw = line.slice(line.indexOf(':') + 1).replace(/\r?\n(?=[ \t])/g, '');
+  // Header bytes are kept as latin1 ("binary"); 8-bit names are UTF-8 (RFC 6532).
+  return Buffer.from(raw, 'binary').toString('utf8');
+}
+
+/**
+ * The one mailbox that these From (or Sender) lines name, read strictly; undefined when they
+ * name none, several, or could be read another way by some receiver. addressparser is lenient
+ * (it folds junk after a mailbox into the name and keeps the first of two angle-addrs), so its
+ * answer is only taken when the raw value holds nothing it could have folded away.
+ */
+export function soleMailbox(lines: string[]): Mailbox | undefined {
+  if (lines.length !== 1) return undefined;
+  const value = headerValue(lines[0] ?? '');
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) return undefined;
+  const parsed = addressparser(value);
+  const only = parsed[0];
+  if (parsed.length !== 1 || !only || 'group' in only) return undefined;
+  const address = (only.address ?? '').trim();
+  if (!SAFE_ADDRESS.test(address) || address.includes('=?')) return undefined;
+  // The address's own "@" is the only one: none in a name, a comment or a second address.
+  if (value.split('@').length !== 2) return undefined;
+  const open = value.indexOf('<');
+  if (open === -1) {
+    if (value.trim() !== address) return undefined;
+  } else {
+    const close = value.indexOf('>');
+    if (value.lastIndexOf('<') !== open || value.lastIndexOf('>') !== close || close < open) return undefined;
+    if (value.slice(open + 1, close).trim() !== address || value.slice(close + 1).trim() !== '')
+      return undefined;
+  }
+  const name = decodeName(only.name ?? '');
+  return looksLikeAddress(name) ? undefined : { name, address };
+}
+
+/** A display name that holds an address or brackets: it could pass for the sender itself. */
+function looksLikeAddress(name: string): boolean {
+  return /[@<>]/.test(name);
+}
+
+/** The display name to keep in a rewritten header: none when it could pass for an address. */
+function keptName(mailbox: Mailbox | undefined): string {
+  return mailbox && !looksLikeAddress(mailbox.name) ? mailbox.name : '';
 }
 
 function decodeName(name: string): string {
@@ -115,23 +167,32 @@ function replaceHeader(headers: Headers, key: string, name: string, value: strin
   headers.add(name, value, index < 0 ? Infinity : index);
 }
 
-/** Where the header From goes, given its mailboxes; undefined to leave it alone. */
+/** Where the header From goes; undefined to leave it alone. */
 function fromTarget(
-  mailboxes: Mailbox[],
-  lines: number,
+  lines: string[],
+  sole: Mailbox | undefined,
   rules: SenderRules,
   envelopeOut: string,
 ): string | undefined {
-  if (mailboxes.length === 0) {
-    // No From at all (or a group such as "undisclosed:;"): give it one when the policy names one.
+  if (lines.length === 0) {
+    // No From at all: give it one when the policy names one.
     if (rules.sender) return rules.sender;
     if (envelopeOut && inVerifiedDomain(envelopeOut, rules)) return envelopeOut;
     return rules.senders?.default;
   }
-  if (mailboxes.length === 1 && lines === 1) return replacementFor(mailboxes[0]?.address, rules);
-  // Several authors (or several From lines): one mailbox replaces them when any needs it.
-  if (rules.sender) return rules.sender;
-  return mailboxes.every((m) => inVerifiedDomain(m.address, rules)) ? undefined : rules.senders?.default;
+  // An ambiguous From (sole undefined) is out of every verified domain.
+  return replacementFor(sole?.address, rules);
+}
+
+/** Keeps only the first of several `key` fields (a From or Sender no policy rewrites). */
+function keepFirst(headers: Headers, key: string): boolean {
+  const list = headers.getList();
+  const index = list.findIndex((h) => h.key === key);
+  const first = list[index];
+  if (!first || list.filter((h) => h.key === key).length < 2) return false;
+  headers.remove(key);
+  headers.addFormatted(key, first.line, index);
+  return true;
 }
 
 /**
@@ -141,17 +202,12 @@ function fromTarget(
 export function rewriteSenderHeaders(headers: Headers, rules: SenderRules, envelopeOut = ''): HeaderChange[] {
   const changes: HeaderChange[] = [];
   const fromLines = headers.get('from');
-  const original = fromLines.flatMap((line) => parseMailboxes(line)).filter((m) => m.address);
-  const first = original[0];
-  const target = fromTarget(original, fromLines.length, rules, envelopeOut);
+  const sole = soleMailbox(fromLines);
+  // For the name and Reply-To: what a lenient reading finds first.
+  const first = sole ?? fromLines.flatMap((line) => parseMailboxes(line)).find((m) => m.address);
+  const target = fromTarget(fromLines, sole, rules, envelopeOut);
   if (target && SAFE_ADDRESS.test(target)) {
-    replaceHeader(
-      headers,
-      'from',
-      'From',
-      formatMailbox(first?.name ?? '', target),
-      indexOf(headers, 'from'),
-    );
+    replaceHeader(headers, 'from', 'From', formatMailbox(keptName(first), target), indexOf(headers, 'from'));
     changes.push({ header: 'From', from: first?.address, to: target });
     if (
       first &&
@@ -159,18 +215,23 @@ export function rewriteSenderHeaders(headers: Headers, rules: SenderRules, envel
       SAFE_ADDRESS.test(first.address) &&
       !sameAddress(first.address, target)
     ) {
-      headers.add('Reply-To', formatMailbox(first.name, first.address), indexOf(headers, 'from') + 1);
+      headers.add('Reply-To', formatMailbox(keptName(first), first.address), indexOf(headers, 'from') + 1);
       changes.push({ header: 'Reply-To', to: first.address });
     }
+  } else if (keepFirst(headers, 'from')) {
+    changes.push({ header: 'From', from: first?.address, to: first?.address ?? '' });
   }
   const senderLines = headers.get('sender');
   if (senderLines.length) {
-    const sender = senderLines.flatMap((line) => parseMailboxes(line)).find((m) => m.address);
+    const sender = soleMailbox(senderLines);
+    const found = sender ?? senderLines.flatMap((line) => parseMailboxes(line)).find((m) => m.address);
     const replacement = replacementFor(sender?.address, rules);
     if (replacement && SAFE_ADDRESS.test(replacement)) {
-      const value = formatMailbox(sender?.name ?? '', replacement);
+      const value = formatMailbox(keptName(found), replacement);
       replaceHeader(headers, 'sender', 'Sender', value, indexOf(headers, 'sender'));
-      changes.push({ header: 'Sender', from: sender?.address, to: replacement });
+      changes.push({ header: 'Sender', from: found?.address, to: replacement });
+    } else if (keepFirst(headers, 'sender')) {
+      changes.push({ header: 'Sender', from: found?.address, to: found?.address ?? '' });
     }
   }
   return changes;

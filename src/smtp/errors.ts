@@ -123,6 +123,15 @@ export const smtpErrors = {
       `Recipient domain ${domain || '(none)'} not allowed for source ${source}`,
       'recipient_domain',
     ),
+  headerSectionTooLarge: (what: string) =>
+    new SmtpError(552, '5.3.4', `Header section too large: ${what}`, 'header_too_large'),
+  headerLineTooLong: (max: number) =>
+    new SmtpError(
+      550,
+      '5.6.0',
+      `Header line too long: a header line may hold at most ${max} characters (RFC 5322 section 2.1.1); fold the header`,
+      'header_line_too_long',
+    ),
   senderNotAllowed: (sender: string, source: string) =>
     new SmtpError(
       550,

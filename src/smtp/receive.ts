@@ -1,17 +1,21 @@
 // DATA: the message streams from the client through the size guard, the line-ending
 // normaliser and the header rewriter straight into the spool. Nothing is held whole in memory.
+// The order matters: line ends are made CRLF before the headers are read, so the header
+// fields the policy edits are the ones every receiver downstream reads, and the spool holds
+// the normalised form that leaves (nodemailer dot-stuffs it on the way out).
 // Resolves to the queued entry once it is on disk; the caller answers 250 only then.
 import { finished } from 'node:stream';
 import type { Readable, Transform } from 'node:stream';
 import type { Headers } from 'mailsplit';
 import type { Source } from '../policy/sources.js';
 import { HeaderRewriter } from '../rewrite/header-rewriter.js';
+import { HeaderSectionError } from '../rewrite/header-section.js';
 import { addMissingHeaders, receivedHeader } from '../rewrite/hygiene.js';
 import { LineEndingNormaliser } from '../rewrite/line-endings.js';
 import type { QueueEntry, RecipientState } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 import { SizeGuard } from './size-guard.js';
-import { SmtpError, smtpErrors } from './errors.js';
+import { formatSize, SmtpError, smtpErrors } from './errors.js';
 
 export interface Transaction {
   id: string;
@@ -53,6 +57,7 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
       tx.editHeaders?.(headers);
       addMissingHeaders(headers, tx.hostname, tx.id);
     },
+    refuse: headerRefusal,
   });
   // pipe(), not pipeline(), from the client's stream: if the spool fails we must keep reading
   // the client's data to its end so the SMTP conversation stays in step, not destroy it.
@@ -123,6 +128,17 @@ async function drain(stream: Readable, guard: SizeGuard, inputDone: Promise<unkn
     stream.resume();
   }
   await inputDone;
+}
+
+/** The reply for a header section over its limits (the rewriter never passes one unread). */
+function headerRefusal(err: Error): Error {
+  if (!(err instanceof HeaderSectionError)) return err;
+  if (err.problem === 'line') return smtpErrors.headerLineTooLong(err.limit);
+  const what =
+    err.problem === 'bytes'
+      ? `the relay reads at most ${formatSize(err.limit)} of headers per message`
+      : `the relay reads at most ${err.limit} header fields per message`;
+  return smtpErrors.headerSectionTooLarge(what);
 }
 
 function clientGone(cause: Error): SmtpError {

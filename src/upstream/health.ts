@@ -1,5 +1,6 @@
-// Whether an upstream is worth trying now. A failure of the whole transaction (connection
-// refused, TLS or AUTH failure, a 4xx to MAIL or DATA) marks the upstream down for a back-off
+// Whether an upstream is worth trying now. A failure of the upstream itself (connection refused,
+// greeting, TLS or AUTH failure, a 421, a lost connection: classify.ts; never one message's 4xx
+// to MAIL, RCPT or DATA) marks the upstream down for a back-off
 // period that doubles with each failure in a row, up to a maximum; while down it is skipped,
 // and once the period is over the next message tries it again. One success brings it back.
 

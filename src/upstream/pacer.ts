@@ -1,23 +1,28 @@
-// Pacing to the ESP's quota (`rateLimit: 30/min`): no more than `count` messages reach the
-// upstream in any window of `perMs`. A sliding window, not a token bucket (a full bucket plus
-// its refill lets twice the quota through in one window).
+// Pacing to the ESP's quota (`rateLimit: 30/min`), evenly: one message every perMs / count
+// (30/min: one every 2 s), with a small burst allowed (`burst`, default 1), never 30 at once.
+// Two rules, and a message starts only when both allow it:
 //
-// A message takes a slot before it is handed to the connection pool and the slot is stamped
-// with the time the upstream answered, which is after the ESP counted it. A new message may
-// start only when fewer than `count` slots are in flight or were answered within the last
-// `perMs`: so whatever the network delays, the ESP never sees more than `count` in a window.
-// Messages beyond the pace wait here, in arrival order; nothing is refused for it.
+//  - The even pace, GCRA (the generic cell rate algorithm, a token bucket kept as one time):
+//    each start moves a "theoretical arrival time" on by the emission interval; a message may
+//    start once that time is no more than (burst - 1) intervals away.
+//  - The quota, a sliding window: no more than `count` messages in any window of `perMs`,
+//    counting sends in flight and stamping each with the time the upstream answered (after the
+//    ESP counted it). However the network bunches them up, the ESP never sees more than its
+//    quota in a window.
 //
-// A throttling reply (421, 4.7.x) halves the pace for a while (`slowDown`), and again if the
-// ESP still complains once the halved pace had a window to take effect; an upstream with no
-// `rateLimit` gets half of what it took in the last minute, per minute.
+// Messages beyond the pace wait here, in arrival order; nothing is refused for it, and the wait
+// is not an attempt. A throttling reply (classify.ts) doubles the emission interval (at most
+// once per settling time, so the replies to sends already on their way count once), up to 8
+// times slower; each `recoverStepMs` of clean replies after that takes a quarter of the
+// configured pace back, until it is whole again. An upstream with no `rateLimit` is unpaced
+// until the ESP complains; then its base pace is what it took in the last minute.
 import type { Rate } from '../config/units.js';
 import { systemClock, type Clock } from './clock.js';
 
 export interface PaceSlot {
   /**
    * The send is over. `reached`: whether the message may have reached the ESP (false for a
-   * connection that never opened: such a send does not count against the quota).
+   * connection that never opened: such a send does not count against the quota's window).
    */
   finish(reached: boolean): void;
 }
@@ -34,13 +39,25 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
-interface Pace {
+/** A pace in force: `count` messages per `perMs` (count may be fractional when slowed). */
+export interface Pace {
   count: number;
   perMs: number;
 }
 
+export interface PacerOptions {
+  /** Messages that may start together before the even pace applies (default 1). */
+  burst?: number;
+  /** Clean replies for this long take a quarter of the pace back (default 30 s). */
+  recoverStepMs?: number;
+}
+
 /** Sends remembered, when unpaced, to derive a pace from when the ESP asks to slow down. */
 const OBSERVE_MS = 60_000;
+/** The slowest a throttled pace gets: an eighth of where it started. */
+const MAX_SLOWDOWN = 8;
+/** What one recovery step gives back, as a share of the base pace. */
+const RECOVERY_SHARE = 0.25;
 
 export class Pacer {
   /** When recent sends were answered, oldest first. */
@@ -48,35 +65,42 @@ export class Pacer {
   private inFlight = 0;
   private readonly waiters: Waiter[] = [];
   private timer: unknown;
-  /** The pace imposed by a throttling reply, until `slowUntil`. */
-  private slowPace: Pace | undefined;
-  private slowUntil = 0;
-  /** The lowest the pace may be halved to in one slow-down episode. */
-  private slowFloor = 1;
-  private lastHalvedAt = -Infinity;
+  /** GCRA's theoretical arrival time: when the next message is due at the even pace. */
+  private tat = -Infinity;
+  /** The throttling slowdown: a multiplier on the emission interval (1: none). */
+  private factor = 1;
+  /** Unpaced upstreams only: the pace observed when the ESP first complained. */
+  private observed: Pace | undefined;
+  private lastSlowedAt = -Infinity;
+  private lastChangedAt = -Infinity;
   private aborted = false;
+  private readonly burst: number;
+  private readonly recoverStepMs: number;
 
   constructor(
     readonly rate: Rate | undefined,
     private readonly clock: Clock = systemClock,
-    /** How long a throttling reply slows the pace down. */
-    private readonly slowDownMs = 5 * 60_000,
-  ) {}
+    options: PacerOptions = {},
+  ) {
+    this.burst = Math.max(1, Math.min(options.burst ?? 1, rate?.count ?? Infinity));
+    this.recoverStepMs = options.recoverStepMs ?? 30_000;
+  }
 
   /** The pace in force (undefined: unpaced). */
-  pace(now = this.clock.now()): Pace | undefined {
-    if (this.slowPace && now >= this.slowUntil) this.slowPace = undefined;
-    return this.slowPace ?? this.rate;
+  pace(): Pace | undefined {
+    const base = this.rate ?? this.observed;
+    if (!base) return undefined;
+    return { count: base.count / this.factor, perMs: base.perMs };
   }
 
   /** Messages allowed per window now (Infinity when unpaced). */
-  limit(now = this.clock.now()): number {
-    return this.pace(now)?.count ?? Infinity;
+  limit(): number {
+    return this.pace()?.count ?? Infinity;
   }
 
   /** Whether a throttling reply has slowed the pace down at the moment. */
-  slowed(now = this.clock.now()): boolean {
-    return this.pace(now) !== this.rate;
+  slowed(): boolean {
+    return this.factor > 1;
   }
 
   /** Messages waiting for their turn. */
@@ -84,21 +108,24 @@ export class Pacer {
     return this.waiters.length;
   }
 
+  /** The time between two starts at the pace in force (0: unpaced). */
+  interval(): number {
+    const pace = this.pace();
+    return pace ? pace.perMs / pace.count : 0;
+  }
+
   /**
    * How long a message arriving at `now` must wait: 0 to go now, a number of milliseconds, or
-   * undefined when the window is full of sends still in flight (the next to finish decides).
+   * undefined when the quota's window is full of sends still in flight (the next to finish
+   * decides).
    */
   delay(now = this.clock.now()): number | undefined {
-    const pace = this.pace(now);
-    this.prune(now, pace);
-    if (!pace) return 0;
-    const first = this.firstAnsweredAfter(now - pace.perMs);
-    const inWindow = this.answered.length - first;
-    const excess = inWindow + this.inFlight - pace.count;
-    if (excess < 0) return 0;
-    // The oldest answered sends must leave the window; in-flight ones are not yet stamped.
-    if (excess >= inWindow) return undefined;
-    return Math.max(this.answered[first + excess]! + pace.perMs - now, 1);
+    this.prune(now);
+    const window = this.windowDelay(now);
+    if (window === undefined) return undefined;
+    const interval = this.interval();
+    const even = interval > 0 ? Math.max(this.tat - (this.burst - 1) * interval - now, 0) : 0;
+    return Math.max(window, even);
   }
 
   /** Resolves with a slot once the pace allows one more message. */
@@ -111,32 +138,43 @@ export class Pacer {
   }
 
   /**
-   * A throttling reply: halve the pace for `slowDownMs` (unpaced: half of what was sent in the
-   * last minute, per minute). Returns the pace now in force.
+   * A throttling reply: double the emission interval, at most once per settling time (two
+   * intervals, at least a second: the replies to sends made at the old pace arrive together),
+   * up to eight times slower. Returns the pace now in force.
    */
   slowDown(now = this.clock.now()): Pace {
-    const current = this.pace(now);
-    if (!this.slowPace) {
-      const base = this.rate ?? {
-        count: Math.max(this.answeredSince(now - OBSERVE_MS), 2),
-        perMs: OBSERVE_MS,
-      };
-      this.slowPace = { count: Math.max(Math.floor(base.count / 2), 1), perMs: base.perMs };
-      // However long the ESP keeps complaining, never below an eighth of where we started: a
-      // run of 421s that are not really about the rate must not starve delivery.
-      this.slowFloor = Math.max(Math.ceil(base.count / 8), 1);
-      this.lastHalvedAt = now;
-    } else if (now - this.lastHalvedAt >= Math.min(current!.perMs, this.slowDownMs)) {
-      // Replies to sends made at the old pace arrive together: halve once per window only.
-      this.slowPace = {
-        count: Math.max(Math.floor(this.slowPace.count / 2), this.slowFloor),
-        perMs: this.slowPace.perMs,
-      };
-      this.lastHalvedAt = now;
+    if (!this.rate && !this.observed) {
+      this.observed = { count: Math.max(this.answeredSince(now - OBSERVE_MS), 2), perMs: OBSERVE_MS };
+      this.factor = 1;
     }
-    this.slowUntil = now + this.slowDownMs;
+    if (now - this.lastSlowedAt >= Math.max(2 * this.interval(), 1000)) {
+      this.factor = Math.min(this.factor * 2, MAX_SLOWDOWN);
+      this.lastSlowedAt = now;
+    }
+    this.lastChangedAt = now;
     this.pump();
-    return this.slowPace;
+    return this.pace()!;
+  }
+
+  /**
+   * A clean reply: after each `recoverStepMs` since the last change, a quarter of the base
+   * pace comes back. Returns the pace now in force when it changed, else undefined.
+   */
+  cleared(now = this.clock.now()): Pace | 'whole' | undefined {
+    if (this.factor === 1) return undefined;
+    const steps = Math.floor((now - this.lastChangedAt) / this.recoverStepMs);
+    if (steps < 1) return undefined;
+    const share = Math.min(1 / this.factor + steps * RECOVERY_SHARE, 1);
+    this.factor = 1 / share;
+    this.lastChangedAt = now;
+    if (share >= 1) {
+      this.factor = 1;
+      this.observed = undefined;
+      this.pump();
+      return 'whole';
+    }
+    this.pump();
+    return this.pace();
   }
 
   /** Fails every waiting message (shutdown) and all later acquires. */
@@ -144,6 +182,19 @@ export class Pacer {
     this.aborted = true;
     this.disarm();
     for (const waiter of this.waiters.splice(0)) waiter.reject(new PacingAborted());
+  }
+
+  /** The sliding window's wait (the configured quota; none when unpaced). */
+  private windowDelay(now: number): number | undefined {
+    const rate = this.rate;
+    if (!rate) return 0;
+    const first = this.firstAnsweredAfter(now - rate.perMs);
+    const inWindow = this.answered.length - first;
+    const excess = inWindow + this.inFlight - rate.count;
+    if (excess < 0) return 0;
+    // The oldest answered sends must leave the window; in-flight ones are not yet stamped.
+    if (excess >= inWindow) return undefined;
+    return Math.max(this.answered[first + excess]! + rate.perMs - now, 1);
   }
 
   private answeredSince(since: number): number {
@@ -162,8 +213,8 @@ export class Pacer {
     return lo;
   }
 
-  private prune(now: number, pace: Pace | undefined): void {
-    const keep = Math.max(pace?.perMs ?? 0, OBSERVE_MS);
+  private prune(now: number): void {
+    const keep = Math.max(this.rate?.perMs ?? 0, OBSERVE_MS);
     const drop = this.firstAnsweredAfter(now - keep);
     if (drop > 0) this.answered.splice(0, drop);
   }
@@ -173,6 +224,10 @@ export class Pacer {
     this.disarm();
     while (this.waiters.length) {
       const now = this.clock.now();
+      // Never further ahead than the burst at the pace now in force (the pace recovered, or
+      // the wall clock stepped back).
+      const interval = this.interval();
+      if (this.tat > now + this.burst * interval) this.tat = now + interval;
       const wait = this.delay(now);
       if (wait === undefined) return; // a finishing send calls pump()
       if (wait > 0) {
@@ -183,6 +238,7 @@ export class Pacer {
         return;
       }
       const waiter = this.waiters.shift()!;
+      this.tat = Math.max(this.tat, now) + interval;
       waiter.resolve(this.startSlot());
     }
   }
@@ -200,6 +256,8 @@ export class Pacer {
         if (finished) return;
         finished = true;
         this.inFlight--;
+        // A send that never reached the ESP gives its turn at the even pace back too.
+        if (!reached) this.tat -= this.interval();
         if (reached) {
           const now = this.clock.now();
           // Keep the list in time order even if the wall clock stepped back.

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import type { Headers } from 'mailsplit';
 import { HeaderRewriter, type HeaderRewriterOptions } from '../../src/rewrite/header-rewriter.js';
+import { HeaderSectionError } from '../../src/rewrite/header-section.js';
 
 async function rewrite(chunks: string[], options: HeaderRewriterOptions): Promise<string> {
   const out: Buffer[] = [];
@@ -62,8 +63,12 @@ describe('HeaderRewriter', () => {
       await rewrite(['Subject: only headers\r\n'], addDate),
       `${TRACE}\r\nSubject: only headers\r\nDate: Mon, 01 Jan 2024 00:00:00 +0000\r\n\r\n`,
     );
-    // Unedited, it is left as it came.
-    assert.equal(await rewrite(['Subject: only headers\r\n'], keep), `${TRACE}\r\nSubject: only headers\r\n`);
+    // Unedited, it gets the blank line too; so does a last line without its line end.
+    assert.equal(
+      await rewrite(['Subject: only headers\r\n'], keep),
+      `${TRACE}\r\nSubject: only headers\r\n\r\n`,
+    );
+    assert.equal(await rewrite(['Subject: no line end'], keep), `${TRACE}\r\nSubject: no line end\r\n\r\n`);
   });
 
   test('a message that starts with the blank line (no headers): added ones go before it', async () => {
@@ -78,16 +83,85 @@ describe('HeaderRewriter', () => {
     assert.ok(out.startsWith(`${TRACE}\r\n`), JSON.stringify(out));
   });
 
-  test('beyond maxHeaderBytes without a blank line, nothing is parsed: trace line, then as is', async () => {
-    const huge = `X-Long: ${'a'.repeat(5000)}\r\n`.repeat(3);
+  test('past a limit the stream fails: never a message whose headers were not all read', async () => {
+    const huge = `X-Long: ${'a'.repeat(900)}\r\n`.repeat(10);
     const edits: string[] = [];
-    const out = await rewrite([huge, huge, '\r\nbody\r\n'], {
-      edit: () => edits.push('called'),
-      prepend: [TRACE],
-      maxHeaderBytes: 8000,
-    });
-    assert.equal(out, `${TRACE}\r\n${huge}${huge}\r\nbody\r\n`);
+    await assert.rejects(
+      rewrite([huge, huge, '\r\nbody\r\n'], {
+        edit: () => edits.push('called'),
+        prepend: [TRACE],
+        limits: { maxBytes: 8000 },
+      }),
+      (err: Error) => err instanceof HeaderSectionError && err.problem === 'bytes',
+    );
+    await assert.rejects(
+      rewrite(['A: 1\r\nB: 2\r\nC: 3\r\n\r\n'], { ...keep, limits: { maxFields: 2 } }),
+      (err: Error) => err instanceof HeaderSectionError && err.problem === 'fields',
+    );
+    // A header line over 998 characters, also one that never ends (bounded as it grows).
+    await assert.rejects(
+      rewrite([`X-Long: ${'a'.repeat(991)}\r\n\r\n`], keep),
+      (err: Error) => err instanceof HeaderSectionError && err.problem === 'line',
+    );
+    await assert.rejects(
+      rewrite(['X-Long: ', ...Array.from({ length: 100 }, () => 'a'.repeat(100))], keep),
+      (err: Error) => err instanceof HeaderSectionError && err.problem === 'line',
+    );
     assert.deepEqual(edits, []);
+    // `refuse` chooses the error the stream fails with.
+    await assert.rejects(
+      rewrite(['A: 1\r\nB: 2\r\n\r\n'], {
+        ...keep,
+        limits: { maxFields: 1 },
+        refuse: () => new Error('552'),
+      }),
+      /552/,
+    );
+  });
+
+  test('exactly at the limits the headers are read and edited', async () => {
+    const line = `X-Long: ${'a'.repeat(990)}\r\n`; // 998 characters and CRLF
+    const out = await rewrite([line, '\r\nbody\r\n'], { ...addDate, limits: { maxFields: 2 } });
+    assert.equal(out, `${TRACE}\r\n${line}Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n`);
+  });
+
+  test('WSP before the colon: the same field, written without it', async () => {
+    const seen: string[] = [];
+    const out = await rewrite(['From : CEO <ceo@corp.example>\r\nSubject\t: x\r\n\r\nbody\r\n'], {
+      edit: (headers) => seen.push(...headers.getList().map((h) => h.key)),
+    });
+    assert.deepEqual(seen, ['from', 'subject']);
+    assert.equal(out, 'From: CEO <ceo@corp.example>\r\nSubject: x\r\n\r\nbody\r\n');
+  });
+
+  test('a line that is not a header ends the section, with a blank line put before it', async () => {
+    const keys: string[][] = [];
+    const opts: HeaderRewriterOptions = { edit: (h) => keys.push(h.getList().map((l) => l.key)) };
+    assert.equal(
+      await rewrite(['Subject: a\r\nnot a header\r\nFrom: CEO <ceo@corp.example>\r\n\r\nbody\r\n'], opts),
+      'Subject: a\r\n\r\nnot a header\r\nFrom: CEO <ceo@corp.example>\r\n\r\nbody\r\n',
+    );
+    // 8-bit bytes or a space in a name; a continuation with nothing before it; an mbox line.
+    for (const bad of [
+      'Fr\xf6m: x',
+      'Fr om: x',
+      ' From: x',
+      'From ceo@corp.example Mon Jan  1 00:00:00 2024',
+    ]) {
+      const out = await rewrite([`${bad}\r\nFrom: CEO <ceo@corp.example>\r\n\r\nbody\r\n`], opts);
+      assert.equal(out, `\r\n${bad}\r\nFrom: CEO <ceo@corp.example>\r\n\r\nbody\r\n`, JSON.stringify(bad));
+    }
+    assert.deepEqual(keys, [['subject'], [], [], [], []]);
+  });
+
+  test('continuation lines of only whitespace are dropped; others stay folded', async () => {
+    const out = await rewrite(['Subject: a\r\n \r\n\t\r\n b\r\nFrom: x@corp.example\r\n\r\nbody\r\n'], keep);
+    assert.equal(out, `${TRACE}\r\nSubject: a\r\n b\r\nFrom: x@corp.example\r\n\r\nbody\r\n`);
+  });
+
+  test('NUL and 8-bit bytes in header values are kept as they are', async () => {
+    const out = await rewrite(['Subject: a\x00b \xe9\r\n\r\nbody\r\n'], keep);
+    assert.equal(out, `${TRACE}\r\nSubject: a\x00b \xe9\r\n\r\nbody\r\n`);
   });
 
   test('a long header block arriving in many small chunks is found and edited whole', async () => {

@@ -1,10 +1,9 @@
-// The pieces of failover that need no network: the health back-off, the classification of
-// throttling and of whole-upstream failures, routing by sender domain and the size limit
-// learned from the upstreams. (Delivery itself is tested end to end in test/e2e/upstream-*.)
+// The pieces of failover that need no network: the health back-off, routing by sender domain
+// and the size limit learned from the upstreams. (The classification of failures is in
+// delivery-decision.test.ts.) (Delivery itself is tested end to end in test/e2e/upstream-*.)
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { parseConfig, type Upstream } from '../../src/config/load.js';
-import { isThrottling, isUpstreamFailure, outcomeOf } from '../../src/delivery/classify.js';
 import { SIZE_HEADROOM, SmtpCourier } from '../../src/delivery/smtp-courier.js';
 import { UpstreamHealth } from '../../src/upstream/health.js';
 
@@ -26,38 +25,6 @@ describe('upstream health', () => {
     assert.equal(health.succeeded(), true, 'back after failures');
     assert.equal(health.succeeded(), false);
     assert.equal(health.failed(t), 30_000, 'the back-off starts over');
-  });
-});
-
-describe('classification', () => {
-  const reply = (responseCode: number, response: string, command = 'DATA') => ({
-    responseCode,
-    response,
-    command,
-    message: response,
-  });
-
-  test('throttling: 421, 4.7.x, or a 4xx that says so', () => {
-    assert.ok(isThrottling(reply(421, '421 4.3.2 Service not available, closing channel')));
-    assert.ok(isThrottling(reply(451, '451 4.7.500 Server busy. Please try again later.')));
-    assert.ok(isThrottling(reply(454, '454 Throttling failure: Maximum sending rate exceeded.')));
-    assert.ok(!isThrottling(reply(450, '450 4.2.1 Mailbox busy', 'RCPT TO')));
-    assert.ok(!isThrottling(reply(550, '550 5.7.1 Rate limit? no: permanent')));
-    assert.ok(!isThrottling({ code: 'ESOCKET', command: 'CONN', message: 'connect ECONNREFUSED' }));
-  });
-
-  test('a whole-upstream failure is temporary and not about one recipient', () => {
-    assert.ok(isUpstreamFailure({ code: 'ESOCKET', command: 'CONN', message: 'connect ECONNREFUSED' }));
-    assert.ok(isUpstreamFailure({ code: 'EAUTH', command: 'AUTH XOAUTH2', responseCode: 535, message: 'x' }));
-    assert.ok(isUpstreamFailure(reply(451, '451 4.3.0 Try later', 'MAIL FROM')));
-    assert.ok(!isUpstreamFailure(reply(450, '450 4.2.1 Mailbox busy', 'RCPT TO')));
-    assert.ok(!isUpstreamFailure(reply(550, '550 5.1.1 No such user', 'RCPT TO')));
-  });
-
-  test('refusals before the transaction never bounce mail', () => {
-    assert.equal(outcomeOf(reply(554, '554 5.7.1 Your IP is blocked', 'CONN')), 'temporary');
-    assert.equal(outcomeOf(reply(530, '530 5.7.0 Authentication required', 'MAIL FROM')), 'temporary');
-    assert.equal(outcomeOf(reply(550, '550 5.1.1 No such user', 'RCPT TO')), 'permanent');
   });
 });
 

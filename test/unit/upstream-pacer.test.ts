@@ -1,6 +1,7 @@
 // The pacer (src/upstream/pacer.ts) on a fake clock: never more than `count` answered sends in
-// any window of `perMs`, in-flight sends hold their slot, unreached sends give it back, a
-// throttling reply halves the pace for a while, and shutdown releases the waiters.
+// any window of `perMs`, starts spaced evenly (30/min: one every 2 s), in-flight sends hold their
+// slot, unreached sends give it back, a throttling reply slows the pace and clean replies bring
+// it back step by step, and shutdown releases the waiters.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseRate } from '../../src/config/units.js';
@@ -46,9 +47,9 @@ describe('pacer', () => {
     assert.ok(got.every((g) => g.at === got[0]!.at));
   });
 
-  test('3/s: the fourth waits until the first answer is a second old', async () => {
+  test('3/s, burst 3: the fourth waits until the first answer is a second old', async () => {
     const clock = new FakeClock();
-    const pacer = new Pacer(rate('3/s'), clock);
+    const pacer = new Pacer(rate('3/s'), clock, { burst: 3 });
     const start = clock.now();
     const { got } = acquireAll(pacer, clock, 4);
     await flush();
@@ -109,40 +110,117 @@ describe('pacer', () => {
     assert.ok(span >= 3 * 60_000, `200 at 60/min take at least three more minutes (took ${span} ms)`);
   });
 
-  test('a throttling reply halves the pace for a while, then it recovers', async () => {
+  test('30/min with 20 queued: one every 2 s, at most 2 in any second, never 30 in a minute', async () => {
     const clock = new FakeClock();
-    const pacer = new Pacer(rate('10/s'), clock, 60_000);
+    const pacer = new Pacer(rate('30/min'), clock);
+    const startedAt: number[] = [];
+    const all = Array.from({ length: 20 }, () =>
+      pacer.acquire().then((slot) => {
+        startedAt.push(clock.now());
+        setImmediate(() => slot.finish(true));
+      }),
+    );
+    for (let step = 0; step < 100 && startedAt.length < 20; step++) await clock.advance(500);
+    await Promise.all(all);
+    assert.equal(startedAt.length, 20);
+    for (let i = 1; i < startedAt.length; i++) {
+      assert.equal(startedAt[i]! - startedAt[i - 1]!, 2000, `start ${i} two seconds after the one before`);
+    }
+    assert.ok(maxInWindow(startedAt, 1000) <= 2);
+    assert.ok(maxInWindow(startedAt, 60_000) <= 30);
+  });
+
+  test('burst: that many start together, then the even pace', async () => {
+    const clock = new FakeClock();
+    const pacer = new Pacer(rate('60/min'), clock, { burst: 3 });
+    const { got } = acquireAll(pacer, clock, 5);
+    await flush();
+    assert.equal(got.filter(Boolean).length, 3, 'the burst at once');
+    await clock.advance(999);
+    assert.equal(got.filter(Boolean).length, 3);
+    await clock.advance(1);
+    assert.equal(got.filter(Boolean).length, 4, 'then one a second');
+    await clock.advance(1000);
+    assert.equal(got.filter(Boolean).length, 5);
+  });
+
+  test('a throttling reply doubles the interval, once per settling time, down to an eighth', async () => {
+    const clock = new FakeClock();
+    const pacer = new Pacer(rate('10/s'), clock, { recoverStepMs: 30_000 });
     assert.equal(pacer.limit(), 10);
+    assert.equal(pacer.interval(), 100);
     assert.deepEqual(pacer.slowDown(), { count: 5, perMs: 1000 });
-    assert.equal(pacer.limit(), 5);
+    assert.equal(pacer.interval(), 200);
     assert.ok(pacer.slowed());
-    // More replies to sends made at the old pace: not halved again within the same window.
+    // More replies to sends made at the old pace: not slowed again within the settling time.
     await clock.advance(10);
     assert.deepEqual(pacer.slowDown(), { count: 5, perMs: 1000 });
     await clock.advance(1000);
-    assert.deepEqual(pacer.slowDown(), { count: 2, perMs: 1000 }, 'still throttled a window later');
+    assert.equal(pacer.slowDown().count, 2.5, 'still throttled a second later');
     await clock.advance(1000);
-    assert.equal(pacer.slowDown().count, 2, 'never below an eighth of the pace it started from (10/8 → 2)');
+    assert.equal(pacer.slowDown().count, 1.25);
+    await clock.advance(10_000);
+    assert.equal(pacer.slowDown().count, 1.25, 'never below an eighth of the configured pace');
+  });
+
+  test('clean replies bring the pace back step by step; a message’s own 4xx is clean', async () => {
+    const clock = new FakeClock();
+    const pacer = new Pacer(rate('8/s'), clock, { recoverStepMs: 30_000 });
+    pacer.slowDown();
     await clock.advance(1000);
-    assert.equal(pacer.slowDown().count, 2);
-    await clock.advance(60_000);
-    assert.equal(pacer.limit(), 10, 'back to the configured pace');
+    pacer.slowDown();
+    await clock.advance(1000);
+    pacer.slowDown();
+    assert.equal(pacer.limit(), 1, 'an eighth');
+    await clock.advance(10_000);
+    assert.equal(pacer.cleared(), undefined, 'no step before recoverStepMs');
+    await clock.advance(20_000);
+    assert.deepEqual(pacer.cleared(), { count: 3, perMs: 1000 }, 'a quarter of the pace back');
+    assert.equal(pacer.cleared(), undefined, 'one step per recoverStepMs');
+    await clock.advance(30_000);
+    assert.deepEqual(pacer.cleared(), { count: 5, perMs: 1000 });
+    await clock.advance(30_000);
+    assert.deepEqual(pacer.cleared(), { count: 7, perMs: 1000 });
+    await clock.advance(30_000);
+    assert.equal(pacer.cleared(), 'whole');
     assert.ok(!pacer.slowed());
+    assert.equal(pacer.limit(), 8);
+  });
+
+  test('slowed, the starts spread out evenly instead of in bursts', async () => {
+    const clock = new FakeClock();
+    const pacer = new Pacer(rate('600/min'), clock);
+    pacer.slowDown(); // 300/min: one every 200 ms
+    const startedAt: number[] = [];
+    const all = Array.from({ length: 50 }, () =>
+      pacer.acquire().then((slot) => {
+        startedAt.push(clock.now());
+        setImmediate(() => slot.finish(true));
+      }),
+    );
+    for (let step = 0; step < 200 && startedAt.length < 50; step++) await clock.advance(100);
+    await Promise.all(all);
+    assert.ok(maxInWindow(startedAt, 1000) <= 5, `${maxInWindow(startedAt, 1000)} in one second`);
+    assert.ok(maxInWindow(startedAt, 1000) >= 4, 'but still at the slowed pace');
   });
 
   test('unpaced: a throttling reply imposes half of the last minute’s sends per minute', async () => {
     const clock = new FakeClock();
-    const pacer = new Pacer(undefined, clock, 120_000);
+    const pacer = new Pacer(undefined, clock, { recoverStepMs: 30_000 });
     const { got, all } = acquireAll(pacer, clock, 40);
     await Promise.all(all);
     for (const g of got) g.slot.finish(true);
     assert.deepEqual(pacer.slowDown(), { count: 20, perMs: 60_000 });
-    const more = acquireAll(pacer, clock, 1);
+    assert.equal(pacer.interval(), 3000, 'evenly: one every three seconds');
+    const more = acquireAll(pacer, clock, 2);
     await flush();
-    assert.equal(more.got.length, 0, 'forty answered in the last minute, twenty allowed: waits');
-    await clock.advance(60_000);
-    assert.equal(more.got.length, 1);
-    await clock.advance(120_000);
+    assert.equal(more.got.filter(Boolean).length, 1, 'the first at once');
+    await clock.advance(3000);
+    assert.equal(more.got.filter(Boolean).length, 2);
+    await clock.advance(30_000);
+    assert.deepEqual(pacer.cleared(), { count: 30, perMs: 60_000 }, 'one step: a quarter back');
+    await clock.advance(30_000);
+    assert.equal(pacer.cleared(), 'whole', 'a half comes back in two steps of a quarter');
     assert.equal(pacer.limit(), Infinity, 'unpaced again');
   });
 
