@@ -1,5 +1,12 @@
-// Who gets told when mail cannot be delivered: the envelope sender, or `bounces.to` when the
-// sender is empty (the message was itself a bounce, or came from <>) or the bounce failed.
+// Who gets told when mail cannot be delivered, and whether anyone is:
+// - a recipient whose client said NOTIFY=NEVER, or NOTIFY without FAILURE (RFC 3461), is never
+//   bounced; the message is still kept in failed/ as a dead letter;
+// - the envelope sender when it left as the client gave it (an in-domain sender gets its own
+//   bounce);
+// - `bounces.to` when the relay rewrote the sender (senders.default or a source's `sender:`: a
+//   no-reply address would swallow it) or the sender is empty (<>);
+// - a bounce that cannot be delivered is never bounced again: it stays once as a dead letter
+//   and the log says why.
 // A bounce is an ordinary queued message with the null sender, so it is as durable as any.
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
@@ -14,27 +21,50 @@ export class Bouncer {
     private readonly log: Logger,
   ) {}
 
-  /** Where the notification goes, or undefined when nobody can be told. */
-  target(entry: QueueEntry, failed: FailedRecipient[]): string | undefined {
+  /** Where the notification goes, or why nobody is told. */
+  target(entry: QueueEntry): { to: string } | { none: string } {
     const admin = this.config().bounces.to;
     if (entry.bounceOf) {
-      // A bounce that failed goes to the admin, unless it was already going there.
-      if (admin && !failed.some((f) => f.address.toLowerCase() === admin.toLowerCase())) return admin;
-      return undefined;
+      return { none: `it is itself a bounce (of ${entry.bounceOf}), and a bounce is never bounced` };
     }
-    return entry.from || admin;
+    const rewritten = entry.from.toLowerCase() !== entry.originalFrom.toLowerCase();
+    if (entry.from && !rewritten) return { to: entry.from };
+    if (admin) return { to: admin };
+    if (entry.from) {
+      // Rewritten, and no admin address: the rewritten sender is all there is.
+      return { to: entry.from };
+    }
+    return { none: 'the message has no sender (<>) and bounces.to is not set' };
   }
 
   /** Queues a DSN for these recipients; resolves to its queue id (undefined if nobody to tell). */
-  async bounce(entry: QueueEntry, failed: FailedRecipient[]): Promise<QueueEntry | undefined> {
+  async bounce(entry: QueueEntry, allFailed: FailedRecipient[]): Promise<QueueEntry | undefined> {
     const config = this.config();
-    const to = this.target(entry, failed);
-    if (!to) {
-      this.log.warn('bounce not sent: no one to notify (set bounces.to)', {
+    const failed = allFailed.filter((f) => wantsFailureNotice(entry, f.address));
+    if (failed.length === 0) {
+      this.log.info('no bounce: the client asked for no failure notice (NOTIFY)', {
         id: entry.id,
-        event: 'bounce_dropped',
+        event: 'bounce_not_requested',
+        recipients: allFailed.length,
       });
       return undefined;
+    }
+    const target = this.target(entry);
+    if ('none' in target) {
+      this.log.warn(`bounce not sent: ${target.none}; the message is kept in failed/`, {
+        id: entry.id,
+        event: 'bounce_dropped',
+        reason: target.none,
+      });
+      return undefined;
+    }
+    const to = target.to;
+    if (to === entry.from && entry.from.toLowerCase() !== entry.originalFrom.toLowerCase()) {
+      this.log.warn('bounce goes to the rewritten sender: set bounces.to so that it reaches a person', {
+        id: entry.id,
+        event: 'bounce_to_rewritten_sender',
+        to,
+      });
     }
     const headers = await readHeaderBlock(this.spool.bodyPath(entry.id)).catch(() => Buffer.alloc(0));
     const id = newQueueId();
@@ -43,8 +73,9 @@ export class Bouncer {
       queueId: entry.id,
       to,
       arrivalDate: new Date(entry.createdAt),
-      failed,
+      failed: failed.map((f) => ({ ...f, orcpt: orcptOf(entry, f.address) })),
       originalHeaders: headers,
+      envid: entry.dsn?.envid,
     });
     const now = Date.now();
     return this.spool.acceptBuffer(data, {
@@ -60,4 +91,19 @@ export class Bouncer {
       bounceOf: entry.id,
     });
   }
+}
+
+function recipientState(entry: QueueEntry, address: string) {
+  const key = address.toLowerCase();
+  return entry.recipients.find((r) => r.address.toLowerCase() === key);
+}
+
+/** RFC 3461: no NOTIFY means a notice on failure; NOTIFY=NEVER or one without FAILURE means none. */
+function wantsFailureNotice(entry: QueueEntry, address: string): boolean {
+  const notify = recipientState(entry, address)?.notify;
+  return !notify || notify.includes('FAILURE');
+}
+
+function orcptOf(entry: QueueEntry, address: string): string | undefined {
+  return recipientState(entry, address)?.orcpt;
 }

@@ -10,6 +10,8 @@ export interface FailedRecipient {
   reply: string;
   /** Set when it failed because it waited too long, not because it was refused. */
   expired?: boolean;
+  /** The client's ORCPT for it (RFC 3461), echoed as Original-Recipient. */
+  orcpt?: string;
 }
 
 export interface DsnInput {
@@ -19,6 +21,8 @@ export interface DsnInput {
   arrivalDate: Date;
   failed: FailedRecipient[];
   originalHeaders: Buffer;
+  /** The client's ENVID (RFC 3461), echoed as Original-Envelope-Id. */
+  envid?: string;
   now?: Date;
 }
 
@@ -50,6 +54,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const perRecipient = input.failed
     .map((r) =>
       [
+        ...(r.orcpt ? [`Original-Recipient: ${oneLine(r.orcpt)}`] : []),
         `Final-Recipient: rfc822; ${oneLine(r.address)}`,
         'Action: failed',
         `Status: ${statusOf(r)}`,
@@ -78,6 +83,7 @@ export function buildDsn(input: DsnInput): Buffer {
     `--${boundary}`,
     'Content-Type: message/delivery-status',
     '',
+    ...(input.envid ? [`Original-Envelope-Id: ${oneLine(input.envid)}`] : []),
     `Reporting-MTA: dns; ${input.hostname}`,
     `X-Smarthost-Queue-ID: ${input.queueId}`,
     `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`,

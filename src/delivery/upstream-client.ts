@@ -168,7 +168,7 @@ export class UpstreamClient {
     const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });
     try {
       const info = await this.transport.sendMail({
-        envelope: { from: entry.from, to: recipients },
+        envelope: { from: entry.from, to: recipients, ...dsnFor(entry, recipients) },
         raw,
         // Not sent (the raw message goes out unchanged): it only spares nodemailer making a
         // random one for every message.
@@ -371,4 +371,20 @@ function recipientResults(
 /** A pace for logs: "15/1m", "3.75/1m". */
 function paceText(pace: { count: number; perMs: number }): string {
   return `${Math.round(pace.count * 100) / 100}/${formatDuration(pace.perMs)}`;
+}
+
+/**
+ * The RFC 3461 parameters to pass on (nodemailer sends them only when the ESP offers DSN).
+ * nodemailer takes one NOTIFY and one ORCPT for all the recipients of a transaction: NOTIFY is
+ * passed when every recipient gave the same, ORCPT when there is one recipient.
+ */
+function dsnFor(entry: QueueEntry, recipients: string[]): { dsn?: Record<string, string> } {
+  const states = recipients.map((address) => entry.recipients.find((r) => r.address === address));
+  const dsn: Record<string, string> = {};
+  if (entry.dsn?.ret) dsn.ret = entry.dsn.ret;
+  if (entry.dsn?.envid) dsn.envid = entry.dsn.envid;
+  const notify = states.map((s) => s?.notify?.join(',') ?? '');
+  if (notify[0] && notify.every((n) => n === notify[0])) dsn.notify = notify[0];
+  if (states.length === 1 && states[0]?.orcpt) dsn.orcpt = states[0].orcpt;
+  return Object.keys(dsn).length ? { dsn } : {};
 }

@@ -122,7 +122,7 @@ function checkNames(
 }
 
 /** 553 5.6.7 for an address with non-ASCII characters in a transaction without SMTPUTF8. */
-function needsSmtpUtf8(command: string, address: string): { ok: false; error: SmtpError } {
+function needsSmtpUtf8(command: string): { ok: false; error: SmtpError } {
   return {
     ok: false,
     error: new SmtpError(
@@ -191,7 +191,7 @@ export function checkMailCommand(command: string): Checked<MailParameters> {
       return refuse(name, 'parameter AUTH must be <> or an xtext address');
   }
   if (dsn.ret || dsn.envid !== undefined) result.dsn = dsn;
-  if (!result.smtpUtf8 && !printable(written.address)) return needsSmtpUtf8(name, written.address);
+  if (!result.smtpUtf8 && !printable(written.address)) return needsSmtpUtf8(name);
   return { ok: true, value: result };
 }
 
@@ -228,6 +228,6 @@ export function checkRcptCommand(command: string, smtpUtf8: boolean): Checked<Rc
       return refuse(name, `parameter ORCPT is longer than ${MAX_ORCPT} characters`);
     result.orcpt = orcpt;
   }
-  if (!smtpUtf8 && !printable(written.address)) return needsSmtpUtf8(name, written.address);
+  if (!smtpUtf8 && !printable(written.address)) return needsSmtpUtf8(name);
   return { ok: true, value: result };
 }

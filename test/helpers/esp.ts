@@ -33,6 +33,8 @@ export interface EspMessage {
   remoteAddress: string;
   /** The smtp-server session id (same id for messages sent over one connection). */
   sessionId: string;
+  /** With `dsn: true`: MAIL's RET/ENVID and each recipient's NOTIFY/ORCPT as received. */
+  dsn?: { ret?: string; envid?: string; recipients: { notify?: string[]; orcpt?: string }[] };
 }
 
 type MaybePromise<T> = T | Promise<T>;
@@ -88,6 +90,8 @@ export interface EspOptions {
   onMail?: EspAddressHandler;
   onRcpt?: EspAddressHandler;
   onData?: EspDataHandler;
+  /** Advertise DSN (RFC 3461) and record its parameters on each message. Default false. */
+  dsn?: boolean;
 }
 
 export interface Esp {
@@ -206,6 +210,7 @@ class EspServer implements Esp {
       allowInsecureAuth: !this.requireTls,
       size: this.opts.size,
       rejectOversized: this.opts.size !== undefined,
+      hideDSN: !this.opts.dsn,
       closeTimeout: 1000,
       socketTimeout: 60_000,
       onConnect: (_session, callback) => {
@@ -269,6 +274,18 @@ class EspServer implements Esp {
               secure: session.secure,
               remoteAddress: session.remoteAddress,
               sessionId: session.id,
+              ...(this.opts.dsn
+                ? {
+                    dsn: {
+                      ret: envelope.dsn?.ret ?? undefined,
+                      envid: envelope.dsn?.envid ?? undefined,
+                      recipients: envelope.rcptTo.map((r) => {
+                        const d = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
+                        return { notify: d?.notify, orcpt: d?.orcpt };
+                      }),
+                    },
+                  }
+                : {}),
             };
             let reply: EspReply | undefined;
             try {
