@@ -192,7 +192,7 @@ describe('config from the environment and from files', () => {
     };
     const [fromEnv] = parse({}, env).upstreams;
     assert.deepEqual(
-      [fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass],
+      [fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass?.reveal()],
       ['smtp.env.example', 2587, 'envuser', 'envpass'],
     );
     const [overridden] = parse(
