@@ -1,12 +1,11 @@
 // The relay, composed by hand: config → logger → spool → courier → queue → listeners.
 // No registry and no globals: everything a test must replace is passed in here.
-import { readFileSync } from 'node:fs';
 import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
 import { OutboxCourier } from './delivery/outbox-courier.js';
 import { ThreadedCourier } from './delivery/courier-thread.js';
-import { withOAuth2Secrets } from './upstream/oauth-config.js';
+import { courierSettings } from './config/reload-table.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
 import { PolicyEngine } from './policy/engine.js';
@@ -24,27 +23,6 @@ export interface RelayOptions {
   log: Logger;
   /** Replaces the courier chosen from the config (tests). */
   courier?: Courier;
-}
-
-/**
- * What decides whether a reload needs a new courier: the normalised upstreams (credentials
- * included: passFile contents and OAuth2 secrets are read into them) plus the CA files' text,
- * so a renewed CA at the same path counts as a change too.
- */
-function upstreamFingerprint(config: Config): string {
-  return JSON.stringify(
-    config.upstreams.map((u) => {
-      // The OAuth2 secrets are hidden from JSON in the config; a rotated one must count too.
-      const auth = u.auth ? withOAuth2Secrets(u.auth) : undefined;
-      let caText: string | undefined;
-      try {
-        caText = u.ca ? readFileSync(u.ca, 'utf8') : undefined;
-      } catch {
-        caText = undefined; // unreadable: the new courier reports it when it connects
-      }
-      return { ...u, auth, caText };
-    }),
-  );
 }
 
 /** What metrics and /healthz look at on a listener. */
@@ -85,7 +63,7 @@ export class Relay {
     };
     this.spool = new Spool(config.spool.dir);
     this.currentCourier = options.courier ?? this.buildCourier(config);
-    this.courierFingerprint = upstreamFingerprint(config);
+    this.courierFingerprint = courierSettings(config);
     const bouncer = new Bouncer(this.spool, () => this.current.config, log);
     this.queue = new DeliveryQueue({
       spool: this.spool,
@@ -208,7 +186,14 @@ export class Relay {
 
   async start(): Promise<void> {
     const { config, log } = this.options;
-    const swept = await this.spool.init();
+    const { tightened, ...swept } = await this.spool.init();
+    for (const { dir, was } of tightened) {
+      log.warn(`spool folder ${dir} was mode ${was}, open to other users: tightened to 0700`, {
+        event: 'spool_mode_tightened',
+        dir,
+        was,
+      });
+    }
     if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
@@ -284,10 +269,12 @@ export class Relay {
    * Swaps in a new config: new connections and transactions see it at once; open sessions go
    * on. Changed upstreams get a new courier (see swapCourier); unchanged ones keep theirs, with
    * its pooled connections, pace and health. Throws, changing nothing, when the new upstreams
-   * cannot be set up (an unreadable `ca` file).
+   * cannot be set up.
    */
   applyConfig(config: Config): { upstreamChanged?: string } {
-    const fingerprint = upstreamFingerprint(config);
+    // The `courier` keys of the reload table (config/reload-table.ts), secrets and the CA
+    // files' text included: a rotated password or a renewed CA at the same path counts.
+    const fingerprint = courierSettings(config);
     let upstreamChanged: string | undefined;
     if (fingerprint !== this.courierFingerprint && !this.shuttingDown) {
       const next = this.buildCourier(config);

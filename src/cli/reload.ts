@@ -31,11 +31,13 @@ export function reloadCommand(): Command {
     say(
       `reloaded ${result.file ?? 'the config'}: ${result.allowlist ?? 0} allowlist entries, ${result.users ?? 0} users`,
     );
+    if (result.applied?.length) say(`applied now: ${result.applied.join(', ')}`);
+    else if (result.applied) say('no change to apply');
     if (result.upstreamChanged) {
       say(`upstream changed: ${result.upstreamChanged}; waiting mail is retried through it now`);
     }
     if (result.restartNeeded.length) {
-      note(`these changes take effect only after a restart: ${result.restartNeeded.join(', ')}`);
+      note(`not applied, these take effect only after a restart: ${result.restartNeeded.join(', ')}`);
     }
   });
 }

@@ -2,6 +2,7 @@
 // manager sends (SIGTERM/SIGINT: drain and exit 0; SIGHUP: reload the config, upstreams and
 // their credentials included).
 import { ConfigReloader } from '../config/watch.js';
+import { registerReloadHandlers } from '../control/handlers.js';
 import { BatchedOutput, createLogger } from '../log.js';
 import { Relay } from '../relay.js';
 import { loadConfigOrExit } from './common.js';
@@ -20,7 +21,7 @@ export async function startCommand(options: { config?: string }): Promise<void> 
   }
   // Live reload: SIGHUP, `smarthost reload` (control socket) and changes to the file.
   const reloader = new ConfigReloader(relay, log);
-  relay.control.registerHandler('reload', () => reloader.reload('smarthost reload'));
+  registerReloadHandlers(relay.control, reloader);
   try {
     await relay.start();
   } catch (err) {

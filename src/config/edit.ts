@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, parseDocument, type Document, YAMLMap, YAMLSeq } from 'yaml';
-import { ConfigError, parseConfigText, type Config } from './load.js';
+import { ConfigError, parseConfigText, yamlProblem, type Config } from './load.js';
 import { fsyncDir } from '../spool/fsync.js';
 
 /** An edit the file cannot take: nothing was written. */
@@ -51,7 +51,7 @@ export function applyEdit(
   const doc = parseDocument(before, { keepSourceTokens: false });
   if (doc.errors.length) {
     throw new ConfigEditError(`${file} is not valid YAML; fix it by hand first`, [
-      doc.errors[0]!.message.split('\n')[0]!,
+      yamlProblem(doc.errors[0]!),
     ]);
   }
   if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {

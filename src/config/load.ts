@@ -1,6 +1,8 @@
 // Loading the config: find the file, parse the YAML, apply environment overrides, validate,
-// and normalise into the Config the program uses. Errors are ConfigError with one line per
-// problem naming the key, the value found and what is allowed.
+// and normalise into the Config the program uses: a value, read once and fully resolved (the
+// files it points at are read here: passFile, the OAuth2 *File keys, the upstream's `ca`) and
+// frozen, its secrets held in Secret (prints as ***). Errors are ConfigError with one line per
+// problem naming the key, the value found (never a secret's) and what is allowed.
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
@@ -9,6 +11,7 @@ import type { z } from 'zod';
 import { configSchema, type RawConfig, type UpstreamConfig, type Policy } from './schema.js';
 import { resolveOAuth2, type OAuth2Settings } from '../upstream/oauth-config.js';
 import { readOrReport } from './files.js';
+import { deepFreeze, isSecretKey, redacted, Secret } from './secret.js';
 
 export type { Policy, ListenerConfig, AllowlistEntry, UserEntry, Rate, SendersPolicy } from './schema.js';
 
@@ -17,9 +20,12 @@ export interface Upstream extends Omit<UpstreamConfig, 'passFile' | 'name' | 'au
   name: string;
   /** OAuth2 (XOAUTH2) with its secrets read from their files. */
   auth?: OAuth2Settings;
+  /** The text of the `ca` file (`ca` is its path), read when the config loads. */
+  caText?: string;
 }
 
 export type { OAuth2Settings };
+export { Secret };
 
 export interface Config extends Omit<RawConfig, 'upstream' | 'upstreams' | 'hostname' | 'control'> {
   hostname: string;
@@ -65,9 +71,10 @@ export function loadConfig(explicit?: string, env = process.env): Config {
 export function parseConfigText(text: string, file: string, env = process.env): Config {
   let raw: unknown;
   try {
-    raw = parseYaml(text, { prettyErrors: true }) ?? {};
+    // logLevel error: yaml's own warnings (an unknown !tag) would print the line, secret and all.
+    raw = parseYaml(text, { prettyErrors: true, logLevel: 'error' }) ?? {};
   } catch (err) {
-    throw new ConfigError(file, [`not valid YAML: ${(err as Error).message.split('\n')[0]}`]);
+    throw new ConfigError(file, [`not valid YAML: ${yamlProblem(err as Error)}`]);
   }
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError(file, ['the file must hold a YAML mapping of keys (hostname:, listen:, …)']);
@@ -78,6 +85,19 @@ export function parseConfigText(text: string, file: string, env = process.env): 
     source: file,
     file,
   });
+}
+
+/**
+ * What is wrong with the YAML and where, without any of the file's text: yaml's messages can
+ * quote it (an unresolved alias names what followed the *, which may be a password), and its
+ * pretty form shows the whole line. "Unresolved alias (…): hunter2 at line 3, column 9:" →
+ * "Unresolved alias (…) at line 3, column 9".
+ */
+export function yamlProblem(err: Error): string {
+  const first = err.message.split('\n')[0] ?? '';
+  const where = / at line \d+, column \d+/.exec(first)?.[0] ?? '';
+  const what = first.replace(/ at line \d+, column \d+:?$/, '').split(/:\s/)[0];
+  return `${what}${where}`;
 }
 
 interface ParseOptions {
@@ -127,11 +147,20 @@ function describeIssues(issues: z.core.$ZodIssue[], raw: unknown): string[] {
       const where = issue.path.length ? `${key}: ` : '';
       return `${where}unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; see deploy/smarthost.example.yml)`;
     }
-    const value = valueAt(raw, issue.path);
-    const shown = value === undefined ? 'nothing' : JSON.stringify(value);
-    return `${key}: got ${shown}: ${issue.message}`;
+    // A secret's value is never shown, whatever is wrong with it (a number, a plain password).
+    if (issue.path.some(isSecretKey)) return `${key}: ${issue.message}`;
+    return `${key}: got ${shownValue(valueAt(raw, issue.path))}: ${issue.message}`;
   });
 }
+
+/** The value found, for an error line: secrets inside it masked, a long one cut short. */
+function shownValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(redacted(value)) ?? String(value);
+  return text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text;
+}
+
+const SHOWN_MAX = 200;
 
 function valueAt(raw: unknown, keys: PropertyKey[]): unknown {
   let node = raw;
@@ -152,14 +181,14 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
     let pass = rest.pass;
     if (passFile) {
       const text = readOrReport(passFile, `${key}.passFile`, resolvePath, problems);
-      if (text !== undefined) pass = text.trim();
+      if (text !== undefined) pass = new Secret(text.trim());
     }
     const auth = rawAuth
       ? resolveOAuth2(rawAuth, rest.user, `${key}.auth`, resolvePath, problems)
       : undefined;
-    if (rest.ca) {
-      readOrReport(rest.ca, `${key}.ca`, resolvePath, problems, ' (a PEM file of CA certificates to trust)');
-    }
+    const caText = rest.ca
+      ? readOrReport(rest.ca, `${key}.ca`, resolvePath, problems, ' (a PEM file of CA certificates to trust)')
+      : undefined;
     if (rest.user && pass === undefined && !rawAuth) {
       problems.push(`${key}: user is set but neither pass nor passFile (or SMARTHOST_UPSTREAM_PASS[_FILE])`);
     }
@@ -168,13 +197,14 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
       pass,
       auth,
       ca: rest.ca ? resolvePath(rest.ca) : undefined,
+      caText,
       name: name ?? `${rest.host}:${rest.port}`,
     };
   });
   if (problems.length) throw new ConfigError(options.source, problems);
   const spoolDir = resolvePath(data.spool.dir);
   const { upstream: _u, upstreams: _us, ...rest } = data;
-  return {
+  return deepFreeze({
     ...rest,
     hostname: data.hostname ?? osHostname(),
     upstreams,
@@ -185,7 +215,7 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
     },
     source: options.source,
     file: options.file,
-  };
+  });
 }
 
 /** The effective policy for a source: its own keys over `defaults:` over the top-level `senders:`. */

@@ -3,6 +3,7 @@
 // Objects are strict: a misspelt key is an error that names it, not a silent no-op.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { Secret } from './secret.js';
 import { parseDuration, parseRate, parseSize } from './units.js';
 
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -33,6 +34,18 @@ const rate = z.string().transform((value, ctx) => {
 });
 
 const port = z.number().int().min(1).max(65535);
+
+/**
+ * A password, client secret or token: text, kept in a Secret from here on (it prints as ***).
+ * The message never echoes the value (see describeIssues in load.ts).
+ */
+const secretText = (minLength = 0) =>
+  z
+    .string({
+      error: 'expected text: put quotes around a value made of digits (the value is not shown)',
+    })
+    .min(minLength, 'must not be empty')
+    .transform((value) => new Secret(value));
 
 // Deliberately loose: the real check of an address happens in the SMTP layer; here we
 // only want to catch typos such as a missing @ or spaces.
@@ -86,8 +99,12 @@ const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields 
 const userEntry = z.strictObject({
   name: sourceName,
   password: z
-    .string()
-    .regex(/^scrypt\$/, 'expected an scrypt hash made by `smarthost user add` (never a plain password)'),
+    .string({ error: 'expected an scrypt hash made by `smarthost user add` (the value is not shown)' })
+    .regex(
+      /^scrypt\$/,
+      'expected an scrypt hash made by `smarthost user add`, never a plain password (the value is not shown)',
+    )
+    .transform((value) => new Secret(value)),
   ...policyFields,
 });
 
@@ -132,10 +149,10 @@ const upstreamAuth = z
     /** Microsoft 365: the directory (tenant) id or domain. */
     tenant: z.string().min(1).optional(),
     clientId: z.string().min(1).optional(),
-    clientSecret: z.string().min(1).optional(),
+    clientSecret: secretText(1).optional(),
     clientSecretFile: z.string().min(1).optional(),
     /** Google: an OAuth client's refresh token (with clientId and clientSecret). */
-    refreshToken: z.string().min(1).optional(),
+    refreshToken: secretText(1).optional(),
     refreshTokenFile: z.string().min(1).optional(),
     /** Google: a service account key (JSON) with domain-wide delegation. */
     serviceAccountFile: z.string().min(1).optional(),
@@ -182,7 +199,7 @@ const upstream = z
     port: port.default(587),
     tls: z.enum(['starttls', 'implicit', 'none']).default('starttls'),
     user: z.string().optional(),
-    pass: z.string().optional(),
+    pass: secretText().optional(),
     passFile: z.string().optional(),
     ca: z.string().optional(),
     /** The name the ESP's certificate must carry, when `host` is an address or another name. */

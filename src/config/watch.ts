@@ -4,11 +4,13 @@
 // they already decided; new connections and transactions see the new policy. A change to the
 // upstreams (host, port, credentials, passFile contents, OAuth2 secrets, ca, rateLimit, ...)
 // takes effect too: new deliveries go through a new courier, those in progress finish on the
-// old one (Relay.applyConfig).
+// old one (Relay.applyConfig). What each key's change does is in one table (reload-table.ts);
+// the reply and the log line name what was applied and what waits for a restart.
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { ConfigError, findConfigFile, loadConfig, parseConfigText, type Config } from './load.js';
+import { configChanges, keysWith, type ConfigChange } from './reload-table.js';
 
 export interface Reloadable {
   readonly config: Config;
@@ -21,25 +23,25 @@ export interface ReloadResult {
   /** Why the file was refused (names the key or the YAML error). */
   error?: string;
   file?: string;
-  /** Keys that changed but only take effect after a restart. */
+  /** Keys that changed but only take effect after a restart (not applied). */
   restartNeeded: string[];
+  /** Keys that changed and are in force now. */
+  applied?: string[];
+  /** Of those, the ones that moved delivery to a new courier. */
+  newCourier?: string[];
   allowlist?: number;
   users?: number;
   /** Set when the upstreams changed: where mail goes now. */
   upstreamChanged?: string;
 }
 
-/** Parts the relay sets up once at start: a reload cannot change them. */
-const START_ONLY: [string, (c: Config) => unknown][] = [
-  ['hostname', (c) => c.hostname],
-  ['listen', (c) => c.listen],
-  ['tls', (c) => c.tls],
-  ['spool.dir', (c) => c.spool.dir],
-  ['control.socket', (c) => c.control.socket],
-  ['metrics', (c) => c.metrics],
-  ['limits.maxConnections', (c) => c.limits.maxConnections],
-  ['shutdown.grace', (c) => c.shutdown.grace],
-];
+/** What a reload of the file would change now (nothing is applied). */
+export interface ReloadPreview {
+  ok: boolean;
+  file?: string;
+  error?: string;
+  changes: ConfigChange[];
+}
 
 function readText(file: string): string | undefined {
   try {
@@ -76,7 +78,6 @@ export class ConfigReloader {
    * delivery (every upstream removed: capture mode) waits for an explicit one.
    */
   reload(reason: string, watchedText?: string): ReloadResult {
-    const fromWatch = watchedText !== undefined;
     // With no file at start (built-in defaults), a ./smarthost.yml made since is picked up.
     const file = this.file ?? findConfigFile();
     let config: Config;
@@ -90,32 +91,16 @@ export class ConfigReloader {
       return { ok: false, error, file, restartNeeded: [] };
     };
     try {
-      if (file) {
-        // The watch reads the same file: the one given at start, or ./smarthost.yml.
-        text = watchedText ?? readText(file);
-        if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
-        // An empty file is almost always one being written (truncated, not yet filled): taken as
-        // built-in defaults it would switch a relay to capture mode for a moment.
-        if (text.trim() === '')
-          throw new ConfigError(file, [
-            'the file is empty (being written?); to run on the built-in defaults, write {} in it',
-          ]);
-        config = parseConfigText(text, file);
-        if (fromWatch && this.relay.config.upstreams.length > 0 && config.upstreams.length === 0)
-          throw new ConfigError(file, [
-            'this change removes every upstream, so mail would go to the outbox instead of the ESP; ' +
-              'a file change alone does not do that: run `smarthost reload` (or send SIGHUP) to apply it',
-          ]);
-      } else {
-        config = loadConfig();
-      }
+      // The watch reads the same file: the one given at start, or ./smarthost.yml.
+      text = file ? (watchedText ?? readText(file)) : undefined;
+      config = this.load(file, text, watchedText !== undefined);
     } catch (err) {
       return refuse((err as Error).message);
     }
-    const before = this.relay.config;
-    const restartNeeded = START_ONLY.filter(
-      ([, pick]) => JSON.stringify(pick(before)) !== JSON.stringify(pick(config)),
-    ).map(([key]) => key);
+    const changes = configChanges(this.relay.config, config);
+    const restartNeeded = keysWith(changes, 'restart');
+    const newCourier = keysWith(changes, 'courier');
+    const applied = changes.filter((c) => c.effect !== 'restart').map((c) => c.key);
     let upstreamChanged: string | undefined;
     try {
       upstreamChanged = this.relay.applyConfig(config)?.upstreamChanged;
@@ -126,27 +111,69 @@ export class ConfigReloader {
     this.file = config.file;
     this.loadedText = text;
     this.refusedText = undefined;
-    this.log.info(`config reloaded (${reason})`, {
+    const summary = applied.length
+      ? `applied: ${applied.join(', ')}`
+      : restartNeeded.length
+        ? 'nothing applied now'
+        : 'no change';
+    this.log.info(`config reloaded (${reason}), ${summary}`, {
       event: 'reloaded',
       reason,
       file: config.source,
       allowlist: config.allowlist.length,
       users: config.users.length,
+      applied,
+      restartNeeded,
     });
     if (restartNeeded.length) {
-      this.log.warn(`config changes that need a restart to take effect: ${restartNeeded.join(', ')}`, {
-        event: 'reload_restart_needed',
-        keys: restartNeeded,
-      });
+      this.log.warn(
+        `config changes not applied, they need a restart to take effect: ${restartNeeded.join(', ')}`,
+        { event: 'reload_restart_needed', keys: restartNeeded },
+      );
     }
     return {
       ok: true,
       file: config.source,
       restartNeeded,
+      applied,
+      newCourier,
       allowlist: config.allowlist.length,
       users: config.users.length,
       upstreamChanged,
     };
+  }
+
+  /** The config `file` holds (`text`), or built-in defaults without a file; throws ConfigError. */
+  private load(file: string | undefined, text: string | undefined, fromWatch: boolean): Config {
+    if (!file) return loadConfig();
+    if (text === undefined) throw new ConfigError(file, ['cannot read the file (was it removed?)']);
+    // An empty file is almost always one being written (truncated, not yet filled): taken as
+    // built-in defaults it would switch a relay to capture mode for a moment.
+    if (text.trim() === '')
+      throw new ConfigError(file, [
+        'the file is empty (being written?); to run on the built-in defaults, write {} in it',
+      ]);
+    const config = parseConfigText(text, file);
+    if (fromWatch && this.relay.config.upstreams.length > 0 && config.upstreams.length === 0)
+      throw new ConfigError(file, [
+        'this change removes every upstream, so mail would go to the outbox instead of the ESP; ' +
+          'a file change alone does not do that: run `smarthost reload` (or send SIGHUP) to apply it',
+      ]);
+    return config;
+  }
+
+  /** What a reload would do now, without doing it (`smarthost check-config` asks). */
+  preview(): ReloadPreview {
+    const file = this.file ?? findConfigFile();
+    try {
+      const changes = configChanges(
+        this.relay.config,
+        this.load(file, file ? readText(file) : undefined, false),
+      );
+      return { ok: true, file, changes };
+    } catch (err) {
+      return { ok: false, file, error: (err as Error).message, changes: [] };
+    }
   }
 
   /**

@@ -1,5 +1,7 @@
-// The relay's own control commands: the queue ones. Others register theirs with
-// registerHandler: `reload` (smarthost start), `stats` and `metrics` (the traffic statistics).
+// The relay's own control commands: the queue ones, and `reload` / `reload.preview` (made by
+// `smarthost start`, which owns the reloader). Others register theirs with registerHandler:
+// `stats` and `metrics` (the traffic statistics).
+import type { ConfigReloader } from '../config/watch.js';
 import type { DeliveryQueue } from '../queue/delivery-queue.js';
 import type { Spool } from '../spool/spool.js';
 import { ControlRefusal } from './protocol.js';
@@ -25,4 +27,16 @@ export function registerRelayHandlers(
   server.registerHandler('queue.delete', (args) => admin.delete(idList(args)));
   server.registerHandler('queue.failed', () => admin.failed());
   server.registerHandler('queue.requeue', (args) => admin.requeue(idList(args)));
+}
+
+/**
+ * `reload`: re-read the config now (`smarthost reload`). `reload.preview`: what a reload would
+ * change, applying nothing (`smarthost check-config`). Both replies name keys, never values.
+ */
+export function registerReloadHandlers(
+  server: ControlServer,
+  reloader: Pick<ConfigReloader, 'reload' | 'preview'>,
+): void {
+  server.registerHandler('reload', () => reloader.reload('smarthost reload'));
+  server.registerHandler('reload.preview', () => reloader.preview());
 }

@@ -24,30 +24,26 @@ import type { QueueEntry } from '../spool/entry.js';
 import { allTemporary, type Courier, type MessageBody, type RecipientResult } from './courier.js';
 import { describeUpstreams, sizeLimitOf } from './smtp-courier.js';
 import type { UpstreamEvent, UpstreamWithCa } from './upstream-client.js';
-import { hideOAuth2Secrets, withOAuth2Secrets } from '../upstream/oauth-config.js';
+import { carrySecrets, restoreSecrets } from '../config/secret.js';
 
 /** What the worker is started with. */
 export interface CourierWorkerData {
-  /**
-   * With their OAuth2 secrets as plain fields, which a structured clone keeps (see below), and
-   * the text of their CA files, read by the relay's thread.
-   */
+  /** With their secrets in the form a structured clone keeps (see below). */
   upstreams: UpstreamWithCa[];
   hostname: string;
 }
 
 /**
- * The upstreams as they cross to the worker, and back as the courier needs them. Secrets are
- * non-enumerable fields of the settings (oauth-config.ts), which a structured clone drops.
+ * The upstreams as they cross to the worker, and back as the courier needs them. A Secret keeps
+ * its value in a private field, which a structured clone drops: it crosses as a plain marked
+ * value (config/secret.ts) and is a Secret again on the other side.
  */
 export function upstreamsToWorker(upstreams: Upstream[]): Upstream[] {
-  return upstreams.map((u) => (u.auth ? { ...u, auth: withOAuth2Secrets(u.auth) } : u));
+  return carrySecrets(upstreams);
 }
 
 export function upstreamsFromRelay<T extends Upstream>(upstreams: T[]): T[] {
-  return upstreams.map((u) =>
-    u.auth ? { ...u, auth: hideOAuth2Secrets(u.auth as Parameters<typeof hideOAuth2Secrets>[0]) } : u,
-  );
+  return restoreSecrets(upstreams);
 }
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -103,10 +99,10 @@ export class ThreadedCourier extends EventEmitter implements Courier {
     private readonly options: { log?: Logger } = {},
   ) {
     super();
-    // The CA files are read here, once: an unreadable one fails at start or at the reload, as
-    // it did when the courier ran in this thread, and a worker started after a death uses the
-    // same text, whatever has happened to the file since.
-    this.caTexts = upstreams.map((u) => (u.ca ? readFileSync(u.ca, 'utf8') : undefined));
+    // The CA files' text, read once when the config loaded (an unreadable one refuses the config
+    // at start or at the reload), so a worker started after a death uses the same text,
+    // whatever has happened to the file since. Read here only for settings made by hand.
+    this.caTexts = upstreams.map((u) => u.caText ?? (u.ca ? readFileSync(u.ca, 'utf8') : undefined));
     this.upstreams = upstreams.map((upstream) => ({ upstream, maxSize: undefined }));
     this.description = describeUpstreams(upstreams);
     this.worker = this.spawn();

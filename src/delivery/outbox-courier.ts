@@ -1,10 +1,11 @@
 // Capture mode: with no upstream configured, each message that would be sent is written to
 // outbox/<id>.eml with its envelope in outbox/<id>.json, so a first run can be tried safely.
-import { copyFile, mkdir } from 'node:fs/promises';
+import { chmod, copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import type { QueueEntry } from '../spool/entry.js';
 import { fsyncDir, fsyncFile, replaceFileDurably, writeFileDurably } from '../spool/fsync.js';
+import { makePrivateDir, PRIVATE_FILE_MODE } from '../spool/modes.js';
 
 export class OutboxCourier implements Courier {
   readonly description: string;
@@ -14,12 +15,14 @@ export class OutboxCourier implements Courier {
   }
 
   async send(entry: QueueEntry, recipients: string[], source: MessageBody): Promise<RecipientResult[]> {
-    await mkdir(this.outboxDir, { recursive: true });
+    await makePrivateDir(this.outboxDir);
     const body = path.join(this.outboxDir, `${entry.id}.eml`);
     if (source.data) {
       await writeFileDurably(body, source.data);
     } else {
       await copyFile(source.path, body);
+      // A copy keeps the source's mode: a body queued by an older version may be 0640.
+      await chmod(body, PRIVATE_FILE_MODE);
       await fsyncFile(body);
     }
     const envelope = {

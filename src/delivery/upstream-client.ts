@@ -56,7 +56,7 @@ export function transportOptions(
   const auth: SMTPPool.Options['auth'] = upstream.auth
     ? { type: 'custom', method: XOAUTH2_METHOD, user: upstream.auth.user, pass: '' }
     : upstream.user
-      ? { user: upstream.user, pass: upstream.pass ?? '' }
+      ? { user: upstream.user, pass: upstream.pass?.reveal() ?? '' }
       : undefined;
   return {
     pool: true,

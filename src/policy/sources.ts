@@ -5,6 +5,7 @@ import { isIPv4 } from 'node:net';
 import IPCIDR from 'ip-cidr';
 import { LRUCache } from 'lru-cache';
 import { effectivePolicy, type Config, type Policy } from '../config/load.js';
+import type { Secret } from '../config/secret.js';
 
 export interface Source {
   name: string;
@@ -32,7 +33,7 @@ export function normaliseIp(ip: string): string {
 
 export class SourceResolver {
   private readonly ranges: RangeSource[];
-  private readonly users = new Map<string, Source & { password: string }>();
+  private readonly users = new Map<string, Source & { password: Secret }>();
   /**
    * The allowlist entry each recent address matched (NO_MATCH: none). Parsing an address and
    * testing it against the ranges took ~2% of the relay's thread under a new-connection load,
@@ -89,7 +90,7 @@ export class SourceResolver {
   }
 
   /** The user and its stored hash, for AUTH. */
-  user(name: string): (Source & { password: string }) | undefined {
+  user(name: string): (Source & { password: Secret }) | undefined {
     return this.users.get(name);
   }
 

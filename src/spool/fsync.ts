@@ -126,7 +126,7 @@ export async function writeAll(fd: number, data: Buffer, ops: FileOps = pooled):
 
 /** Writes a whole small file and fsyncs it (not the directory: the caller renames it into place). */
 export async function writeFileDurably(file: string, data: string | Buffer): Promise<void> {
-  const fd = await pooled.open(file, 'w', 0o640);
+  const fd = await pooled.open(file, 'w', 0o600); // PRIVATE_FILE_MODE (modes.ts)
   try {
     await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
     await syncFd(fd);

@@ -34,6 +34,7 @@ import {
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
 import { JustAccepted, KEPT_BODY_MAX, type Held } from './just-accepted.js';
+import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
 
@@ -69,11 +70,26 @@ export class Spool {
     this.queueSync = new DirSyncer(this.queueDir);
   }
 
-  /** Creates the folders, and sweeps what a crash left behind. Returns what was swept. */
-  async init(): Promise<{ tmpFiles: number; orphanBodies: number; interruptedMoves: number }> {
-    for (const dir of [this.dir, this.queueDir, this.tmpDir, this.failedDir]) {
-      await mkdir(dir, { recursive: true, mode: 0o750 });
-    }
+  /**
+   * Creates the folders (0700; modes.ts), tightens those left looser, and sweeps what a crash
+   * left behind. Returns what was swept, and the folders whose mode was tightened.
+   */
+  async init(): Promise<{
+    tmpFiles: number;
+    orphanBodies: number;
+    interruptedMoves: number;
+    tightened: Tightened[];
+  }> {
+    // The spool's own folder keeps the mode it was given (systemd's StateDirectoryMode, 0750).
+    await mkdir(this.dir, { recursive: true, mode: 0o750 });
+    const tightened = await tightenDirs([
+      this.queueDir,
+      this.tmpDir,
+      this.failedDir,
+      this.outboxDir,
+      path.join(this.dir, 'tls'),
+    ]);
+    for (const dir of [this.queueDir, this.tmpDir, this.failedDir]) await makePrivateDir(dir);
     let tmpFiles = 0;
     for (const name of await readdir(this.tmpDir)) {
       await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
@@ -97,7 +113,7 @@ export class Spool {
         }
       }
     }
-    return { tmpFiles, orphanBodies, interruptedMoves };
+    return { tmpFiles, orphanBodies, interruptedMoves, tightened };
   }
 
   bodyPath(id: string): string {
@@ -130,8 +146,8 @@ export class Spool {
     // Alone, a message is written inline; alongside others, through the thread pool (fsync.ts).
     const ops = this.receiving.size === 1 ? inline : pooled;
     try {
-      fds.push(await ops.open(bodyFile, 'wx', 0o640));
-      fds.push(await ops.open(metaFile, 'wx', 0o640));
+      fds.push(await ops.open(bodyFile, 'wx', PRIVATE_FILE_MODE));
+      fds.push(await ops.open(metaFile, 'wx', PRIVATE_FILE_MODE));
       const [bodyFd, metaFd] = fds as [number, number];
       // Their names reach the disk while the body arrives (see the top of this file).
       const namesSynced = this.queueSync.sync();

@@ -1,8 +1,11 @@
 // An upstream's `auth: { type: oauth2, ... }` once loaded: the *File secrets read, the Google
 // service account key parsed. The schema (src/config/schema.ts) has already checked which keys
-// each provider needs; this only turns files into values, reporting what cannot be read.
+// each provider needs; this only turns files into values, reporting what cannot be read. Every
+// secret is a Secret (src/config/secret.ts): it prints as ***, and only the token request
+// (oauth.ts) reveals it.
 import type { UpstreamConfig } from '../config/schema.js';
 import { readOrReport } from '../config/files.js';
+import { Secret } from '../config/secret.js';
 
 type RawAuth = NonNullable<UpstreamConfig['auth']>;
 
@@ -13,9 +16,9 @@ export interface OAuth2Settings {
   user: string;
   tenant?: string;
   clientId?: string;
-  clientSecret?: string;
-  refreshToken?: string;
-  serviceAccount?: { clientEmail: string; privateKey: string; tokenUri?: string };
+  clientSecret?: Secret;
+  refreshToken?: Secret;
+  serviceAccount?: { clientEmail: string; privateKey: Secret; tokenUri?: string };
   tokenUrl?: string;
   scope?: string;
 }
@@ -34,14 +37,18 @@ export function resolveOAuth2(
   const before = problems.length;
   const read = (file: string, field: string): string | undefined =>
     readOrReport(file, `${key}.${field}`, resolvePath, problems)?.trim();
+  const readSecret = (file: string, field: string): Secret | undefined => {
+    const text = read(file, field);
+    return text === undefined ? undefined : new Secret(text);
+  };
   const user = auth.user ?? fallbackUser;
   if (!user) problems.push(`${key}.user: the mailbox to send as is needed for OAuth2 (auth.user or user)`);
   const clientSecret =
     auth.clientSecret ??
-    (auth.clientSecretFile ? read(auth.clientSecretFile, 'clientSecretFile') : undefined);
+    (auth.clientSecretFile ? readSecret(auth.clientSecretFile, 'clientSecretFile') : undefined);
   const refreshToken =
     auth.refreshToken ??
-    (auth.refreshTokenFile ? read(auth.refreshTokenFile, 'refreshTokenFile') : undefined);
+    (auth.refreshTokenFile ? readSecret(auth.refreshTokenFile, 'refreshTokenFile') : undefined);
   let serviceAccount: OAuth2Settings['serviceAccount'];
   if (auth.serviceAccountFile) {
     const text = read(auth.serviceAccountFile, 'serviceAccountFile');
@@ -55,7 +62,7 @@ export function resolveOAuth2(
       if (typeof json.client_email === 'string' && typeof json.private_key === 'string') {
         serviceAccount = {
           clientEmail: json.client_email,
-          privateKey: json.private_key,
+          privateKey: new Secret(json.private_key),
           tokenUri: typeof json.token_uri === 'string' ? json.token_uri : undefined,
         };
       } else {
@@ -75,59 +82,8 @@ export function resolveOAuth2(
     tokenUrl: auth.tokenUrl,
     scope: auth.scope,
   };
+  if (clientSecret) settings.clientSecret = clientSecret;
+  if (refreshToken) settings.refreshToken = refreshToken;
   if (serviceAccount) settings.serviceAccount = serviceAccount;
-  return hideSecrets(settings, { clientSecret, refreshToken, privateKey: serviceAccount?.privateKey });
-}
-
-/**
- * Puts the secrets on the settings as fields that are there to be read, not listed: whatever
- * prints or serialises the config (a config dump, a debug log of an object, a structured
- * clone) does not see them. A service account's private key goes on a copy of the account.
- */
-function hideSecrets(settings: OAuth2Settings, secrets: OAuth2Secrets): OAuth2Settings {
-  hidden(settings, 'clientSecret', secrets.clientSecret);
-  hidden(settings, 'refreshToken', secrets.refreshToken);
-  if (settings.serviceAccount) {
-    const { privateKey: _visible, ...account } = settings.serviceAccount;
-    hidden(account, 'privateKey', secrets.privateKey);
-    settings.serviceAccount = account as NonNullable<OAuth2Settings['serviceAccount']>;
-  }
   return settings;
-}
-
-function hidden(target: object, key: string, value: string | undefined): void {
-  if (value === undefined) return;
-  Object.defineProperty(target, key, { value, enumerable: false, writable: false, configurable: false });
-}
-
-/** The secrets `hidden` keeps out of serialisation, for the few places that must carry them. */
-interface OAuth2Secrets {
-  clientSecret?: string;
-  refreshToken?: string;
-  privateKey?: string;
-}
-
-/**
- * The settings with their secrets as plain, enumerable fields, for noticing a changed secret on
- * reload (the relay compares the upstreams as JSON, which skips hidden fields). Never log it.
- */
-export function withOAuth2Secrets(settings: OAuth2Settings): OAuth2Settings & { secrets: OAuth2Secrets } {
-  return {
-    ...settings,
-    secrets: {
-      clientSecret: settings.clientSecret,
-      refreshToken: settings.refreshToken,
-      privateKey: settings.serviceAccount?.privateKey,
-    },
-  };
-}
-
-/**
- * The reverse of {@link withOAuth2Secrets}: the secrets hidden again. The delivery thread gets
- * its settings through a structured clone, which keeps only enumerable fields, so they travel
- * as withOAuth2Secrets made them and are put back this way on the other side.
- */
-export function hideOAuth2Secrets(carried: OAuth2Settings & { secrets: OAuth2Secrets }): OAuth2Settings {
-  const { secrets, ...settings } = carried;
-  return hideSecrets(settings, secrets);
 }

@@ -11,6 +11,7 @@
 // error message or a log line: only the endpoint, the HTTP status and the OAuth error code.
 import { createSign } from 'node:crypto';
 import type { OAuth2Settings } from './oauth-config.js';
+import type { Secret } from '../config/secret.js';
 
 export interface AccessToken {
   accessToken: string;
@@ -110,7 +111,7 @@ export function tokenFetcher(settings: OAuth2Settings, options: FetcherOptions =
       return {
         grant_type: 'client_credentials',
         client_id: settings.clientId ?? '',
-        client_secret: settings.clientSecret ?? '',
+        client_secret: settings.clientSecret?.reveal() ?? '',
         scope,
       };
     }
@@ -123,8 +124,8 @@ export function tokenFetcher(settings: OAuth2Settings, options: FetcherOptions =
     return {
       grant_type: 'refresh_token',
       client_id: settings.clientId ?? '',
-      client_secret: settings.clientSecret ?? '',
-      refresh_token: settings.refreshToken ?? '',
+      client_secret: settings.clientSecret?.reveal() ?? '',
+      refresh_token: settings.refreshToken?.reveal() ?? '',
     };
   };
   return () => requestToken(url, form(), options);
@@ -136,7 +137,7 @@ function base64url(data: string | Buffer): string {
 
 /** A JWT signed with the service account's key (RS256), asking for `scope` on behalf of `user`. */
 export function serviceAccountAssertion(
-  account: { clientEmail: string; privateKey: string },
+  account: { clientEmail: string; privateKey: Secret },
   user: string,
   scope: string,
   audience: string,
@@ -147,7 +148,7 @@ export function serviceAccountAssertion(
   const claims = base64url(
     JSON.stringify({ iss: account.clientEmail, sub: user, scope, aud: audience, iat, exp: iat + 3600 }),
   );
-  const signature = createSign('RSA-SHA256').update(`${header}.${claims}`).sign(account.privateKey);
+  const signature = createSign('RSA-SHA256').update(`${header}.${claims}`).sign(account.privateKey.reveal());
   return `${header}.${claims}.${base64url(signature)}`;
 }
 

@@ -251,7 +251,7 @@ describe('reload: when the relay builds a new courier', () => {
     const second = relay.courier;
     assert.notEqual(second, first, 'a new password means a new courier');
     assert.ok(second instanceof ThreadedCourier);
-    assert.equal(second.upstreams[0]!.upstream.pass, 'key-2');
+    assert.equal(second.upstreams[0]!.upstream.pass?.reveal(), 'key-2');
 
     // The policy's size limit reads the courier in force, not the one of the start.
     second.upstreams[0]!.maxSize = 5_000_000;
@@ -308,6 +308,6 @@ describe('reload: when the relay builds a new courier', () => {
     assert.equal(reloader.reload('test').ok, true);
     assert.notEqual(relay.courier, first, 'a rotated client secret was not noticed');
     assert.ok(relay.courier instanceof ThreadedCourier);
-    assert.equal(relay.courier.upstreams[0]!.upstream.auth?.clientSecret, 'secret-2');
+    assert.equal(relay.courier.upstreams[0]!.upstream.auth?.clientSecret?.reveal(), 'secret-2');
   });
 });

@@ -116,7 +116,7 @@ describe('config keys of issue 2', () => {
     assert.equal(up?.port, 587);
     assert.equal(up?.tls, 'starttls');
     assert.equal(up?.user, 'apikey');
-    assert.equal(up?.pass, 'SG.x');
+    assert.equal(up?.pass?.reveal(), 'SG.x');
     assert.equal(up?.ca, path.join(etc, 'corp-ca.pem'), 'relative to the config file');
     assert.equal(config.spool.dir, '/var/spool/smarthost');
     assert.equal(config.queue.retry[4], 3600_000);
@@ -192,7 +192,7 @@ describe('config from the environment and from files', () => {
     };
     const [fromEnv] = parse({}, env).upstreams;
     assert.deepEqual(
-      [fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass],
+      [fromEnv?.host, fromEnv?.port, fromEnv?.user, fromEnv?.pass?.reveal()],
       ['smtp.env.example', 2587, 'envuser', 'envpass'],
     );
     const [overridden] = parse(
@@ -202,7 +202,7 @@ describe('config from the environment and from files', () => {
       },
     ).upstreams;
     assert.equal(overridden?.host, 'file.example');
-    assert.equal(overridden?.pass, 'envpass', 'the environment wins');
+    assert.equal(overridden?.pass?.reveal(), 'envpass', 'the environment wins');
   });
 
   test('passFile (or SMARTHOST_UPSTREAM_PASS_FILE) is read, relative to the config file', async () => {
@@ -210,12 +210,12 @@ describe('config from the environment and from files', () => {
     await fs.writeFile(path.join(dir, 'pass.txt'), 'from-a-file\n');
     const file = path.join(dir, 'smarthost.yml');
     await fs.writeFile(file, 'upstream: { host: smtp.example.com, user: apikey, passFile: pass.txt }\n');
-    assert.equal(loadConfig(file, {}).upstreams[0]?.pass, 'from-a-file', 'trimmed');
+    assert.equal(loadConfig(file, {}).upstreams[0]?.pass?.reveal(), 'from-a-file', 'trimmed');
     const viaEnv = parse(
       { upstream: { host: 'h', user: 'u' } },
       { SMARTHOST_UPSTREAM_PASS_FILE: path.join(dir, 'pass.txt') },
     );
-    assert.equal(viaEnv.upstreams[0]?.pass, 'from-a-file');
+    assert.equal(viaEnv.upstreams[0]?.pass?.reveal(), 'from-a-file');
     assert.match(
       problems({ upstream: { host: 'h', user: 'u', passFile: '/nonexistent/pass' } }),
       /upstream\.passFile/,

@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import { parseConfig } from '../../src/config/load.js';
+import { Secret } from '../../src/config/secret.js';
 import { ThreadedCourier, upstreamsFromRelay, upstreamsToWorker } from '../../src/delivery/courier-thread.js';
 import { SIZE_HEADROOM } from '../../src/delivery/smtp-courier.js';
 import { createLogger } from '../../src/log.js';
@@ -295,17 +296,17 @@ describe('delivery thread', () => {
     );
     // What a worker receives: a structured clone, which keeps enumerable fields only.
     const [m365, google] = upstreamsFromRelay(structuredClone(upstreamsToWorker(config.upstreams)));
-    assert.equal(m365!.auth?.clientSecret, 'the-client-secret');
-    assert.ok(!Object.keys(m365!.auth!).includes('clientSecret'), 'hidden again');
+    assert.ok(m365!.auth?.clientSecret instanceof Secret, 'a Secret again');
+    assert.equal(m365!.auth.clientSecret.reveal(), 'the-client-secret');
     assert.ok(!JSON.stringify(m365).includes('the-client-secret'));
-    assert.equal(google!.auth?.serviceAccount?.privateKey, 'PEM-KEY');
+    assert.equal(google!.auth?.serviceAccount?.privateKey.reveal(), 'PEM-KEY');
     assert.equal(google!.auth?.serviceAccount?.clientEmail, 'sa@p.iam.gserviceaccount.com');
     assert.ok(!JSON.stringify(google).includes('PEM-KEY'), 'hidden again');
     // Without the carrying, the clone would have lost them: the test above means something.
-    assert.equal(structuredClone(config.upstreams)[0]!.auth?.clientSecret, undefined);
+    assert.ok(!(structuredClone(config.upstreams)[0]!.auth?.clientSecret instanceof Secret));
   });
 
-  test('a CA file gone since the config was read is refused at once, not later in the worker', async () => {
+  test('the CA text is read with the config: a file gone since then is not needed', async () => {
     const ca = path.join(dir, 'gone-ca.pem');
     await fs.copyFile(esp.caFile, ca);
     const config = parseConfig(
@@ -313,6 +314,8 @@ describe('delivery thread', () => {
       { env: {}, baseDir: dir, source: 'test' },
     );
     await fs.rm(ca);
-    assert.throws(() => new ThreadedCourier(config.upstreams, 'relay.test', { log }), /gone-ca\.pem/);
+    assert.equal(config.upstreams[0]!.caText, await fs.readFile(esp.caFile, 'utf8'));
+    const courier = new ThreadedCourier(config.upstreams, 'relay.test', { log });
+    await courier.close();
   });
 });

@@ -55,7 +55,7 @@ test('the example config loads with the real schema', () => {
     [25, 587, 465],
   );
   assert.equal(config.upstreams.length, 1);
-  assert.equal(config.upstreams[0]?.pass, 'not-a-real-password');
+  assert.equal(config.upstreams[0]?.pass?.reveal(), 'not-a-real-password');
   assert.equal(config.metrics?.port, 9325);
   assert.equal(config.spool.dir, '/var/lib/smarthost');
   assert.ok(!config.allowlist.some((e) => e.cidr.endsWith('/0')), 'never an open relay');

@@ -176,11 +176,21 @@ describe('Spool', () => {
     const orphan = newQueueId();
     await fs.writeFile(spool.bodyPath(orphan), 'no envelope, never acknowledged');
     const again = new Spool(spool.dir);
-    assert.deepEqual(await again.init(), { tmpFiles: 2, orphanBodies: 1, interruptedMoves: 0 });
+    assert.deepEqual(await again.init(), {
+      tmpFiles: 2,
+      orphanBodies: 1,
+      interruptedMoves: 0,
+      tightened: [],
+    });
     assert.deepEqual(await ls(again.tmpDir), []);
     assert.deepEqual(await again.list(), [kept.id]);
     assert.deepEqual(await ls(again.queueDir), [`${kept.id}.eml`, `${kept.id}.json`]);
-    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0, interruptedMoves: 0 });
+    assert.deepEqual(await again.init(), {
+      tmpFiles: 0,
+      orphanBodies: 0,
+      interruptedMoves: 0,
+      tightened: [],
+    });
   });
 
   test('init finishes a move to failed/ that a crash cut short after the body went', async () => {
@@ -192,7 +202,12 @@ describe('Spool', () => {
     await spool.moveToFailed(stored, 'gone');
     await fs.writeFile(path.join(spool.queueDir, `${stored.id}.json`), JSON.stringify(stored));
     const again = new Spool(spool.dir);
-    assert.deepEqual(await again.init(), { tmpFiles: 0, orphanBodies: 0, interruptedMoves: 1 });
+    assert.deepEqual(await again.init(), {
+      tmpFiles: 0,
+      orphanBodies: 0,
+      interruptedMoves: 1,
+      tightened: [],
+    });
     assert.deepEqual(await again.list(), [other.id]);
     assert.deepEqual(
       (await again.listFailed()).map((d) => d.id),

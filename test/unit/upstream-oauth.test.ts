@@ -7,6 +7,7 @@ import { createVerify, generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { MICROSOFT_SCOPE, TokenCache, tokenFetcher, type AccessToken } from '../../src/upstream/oauth.js';
 import type { OAuth2Settings } from '../../src/upstream/oauth-config.js';
+import { Secret } from '../../src/config/secret.js';
 import { flush } from './upstream-fake-clock.js';
 
 /** A fetcher handing out token-1, token-2, … that each live `lifetimeMs`. */
@@ -106,7 +107,7 @@ describe('token client', () => {
     user: 'relay@corp.example',
     tenant: 'corp.example',
     clientId: 'app-id',
-    clientSecret: 'very-secret-value',
+    clientSecret: new Secret('very-secret-value'),
   };
 
   test('Microsoft 365: client credentials at the tenant endpoint with the Exchange scope', async () => {
@@ -150,8 +151,8 @@ describe('token client', () => {
         provider: 'google',
         user: 'relay@corp.example',
         clientId: 'cid',
-        clientSecret: 'csecret',
-        refreshToken: 'rtoken',
+        clientSecret: new Secret('csecret'),
+        refreshToken: new Secret('rtoken'),
       },
       { fetch: fakeFetch({ status: 200, body: { access_token: 'g', expires_in: 3599 } }, captured) },
     );
@@ -176,7 +177,7 @@ describe('token client', () => {
         user: 'relay@corp.example',
         serviceAccount: {
           clientEmail: 'sender@project.iam.gserviceaccount.com',
-          privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+          privateKey: new Secret(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()),
         },
         tokenUrl: 'http://127.0.0.1:1/token',
       },
