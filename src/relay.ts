@@ -289,6 +289,7 @@ export class Relay {
         previous: this.current.policy,
       }),
     };
+    for (const listener of this.listeners) listener.setMaxSize(this.current.policy.maxAdvertisedSize);
     applyLogOptions(this.options.log, config.log);
     return { upstreamChanged };
   }

@@ -127,6 +127,14 @@ export class Listener {
     );
   }
 
+  /**
+   * A reload's new size limit: smtp-server reads `options.size` afresh for EHLO's SIZE, the MAIL
+   * SIZE= check and the DATA stream, so setting it applies to every later command at once.
+   */
+  setMaxSize(bytes: number): void {
+    this.server.options.size = bytes;
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
