@@ -11,8 +11,8 @@ export type ReloadEffect = 'live' | 'courier' | 'restart';
 
 /**
  * Each key (a dotted path into Config; a key stands for everything below it) and its effect.
- * A key missing here that changes counts as `restart` (reload.test.ts checks that every key of
- * the schema is listed, so a new key cannot be forgotten).
+ * A key missing here that changes counts as `restart` (so a key forgotten here is never
+ * claimed to apply when it does not).
  */
 export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   // The greeting, EHLO to the ESP and the self-signed certificate are made at start.
