@@ -1,5 +1,7 @@
-// The relay, composed by hand: config → logger → spool → courier → queue → listeners.
-// No registry and no globals: everything a test must replace is passed in here.
+// The relay, composed by hand (the composition root): config → logger → spool → courier → queue
+// → listeners, the control socket, metrics and the cluster client. The constructor only builds
+// them (no file, socket or connection is opened); start() and stop() run them in one fixed
+// order (parts() below). No registry and no globals: everything a test must replace is passed in here.
 import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
@@ -8,15 +10,19 @@ import { ThreadedCourier } from './delivery/courier-thread.js';
 import { courierSettings } from './config/reload-table.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
-import { PolicyEngine } from './policy/engine.js';
+import { PolicyEngine, PolicyState } from './policy/engine.js';
 import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
 import { listenerCertificate } from './smtp/tls.js';
 import { Spool } from './spool/spool.js';
+import { SpoolLock } from './spool/lock.js';
+import { Lifecycle, type Part } from './lifecycle.js';
 import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
+import { Cluster } from './cluster/cluster.js';
+import { LocalLimits } from './cluster/limits.js';
 
 export interface RelayOptions {
   config: Config;
@@ -43,12 +49,20 @@ export class Relay {
   /** Couriers replaced by a reload, closed once the attempts that may use them have ended. */
   private readonly retiring = new Map<Courier, Promise<void>>();
   private started = false;
+  /** Messages found in the spool at start (for the `started` line). */
+  private resumed = 0;
+  /** Two relays never share one spool (spool/lock.ts). */
+  private readonly spoolLock: SpoolLock;
+  /** Starts and stops the parts in one fixed order (see parts()). */
+  private readonly lifecycle: Lifecycle;
   /** Per-source traffic of the last 24 h, for `smarthost stats`. */
   readonly traffic = new TrafficStats();
   /** Prometheus metrics and /healthz; only when `metrics:` is in the config. */
   readonly metrics: Metrics | undefined;
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
+  /** Cluster mode (`cluster:`): limits, paces and traffic counters shared in Redis. */
+  readonly cluster: Cluster | undefined;
   private listeners: Listener[] = [];
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
@@ -57,11 +71,19 @@ export class Relay {
 
   constructor(private readonly options: RelayOptions) {
     const { config, log } = options;
+    this.cluster = config.cluster
+      ? new Cluster(config.cluster, log, { queued: () => this.queue.depth })
+      : undefined;
+    // Cluster mode: the rates and failed logins are counted in Redis, the local counters answer
+    // when it cannot (both carried over reloads by the engine).
+    const state = new PolicyState();
+    const limits = this.cluster?.limits(new LocalLimits(state));
     this.current = {
       config,
-      policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit }),
+      policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit, state, limits }),
     };
     this.spool = new Spool(config.spool.dir);
+    this.spoolLock = new SpoolLock(config.spool.dir);
     this.currentCourier = options.courier ?? this.buildCourier(config);
     this.courierFingerprint = courierSettings(config);
     const bouncer = new Bouncer(this.spool, () => this.current.config, log);
@@ -74,7 +96,10 @@ export class Relay {
     });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
-    this.control.registerHandler('stats', statsHandler(this.traffic));
+    this.control.registerHandler('stats', statsHandler(this.traffic, this.cluster?.traffic));
+    this.control.registerHandler('cluster.status', async () =>
+      this.cluster ? await this.cluster.status() : { configured: false },
+    );
     if (config.metrics) {
       this.metrics = new Metrics({
         spool: this.spool,
@@ -84,7 +109,11 @@ export class Relay {
         isShuttingDown: () => this.shuttingDown,
         processMetrics: true,
       });
+      this.cluster?.registerMetrics(this.metrics.registry);
     }
+    this.lifecycle = new Lifecycle(this.parts(), (part, err) =>
+      log.error(`error while stopping the ${part.name}: ${err.message}`, { event: 'stop_error' }),
+    );
   }
 
   private listenerProbes(): ListenerProbe[] {
@@ -102,8 +131,13 @@ export class Relay {
 
   private buildCourier(config: Config): Courier {
     // The EHLO name stays the one from the start: `hostname` takes effect only after a restart.
+    const cluster = this.cluster;
     return config.upstreams.length
-      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, { log: this.options.log })
+      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, {
+          log: this.options.log,
+          // Cluster mode: each upstream's pace is shared by all relays (src/cluster/pace.ts).
+          sharedPace: cluster && ((upstream) => cluster.pace(upstream)),
+        })
       : new OutboxCourier(this.spool.outboxDir);
   }
 
@@ -184,8 +218,91 @@ export class Relay {
     return this.options.log;
   }
 
+  /**
+   * The parts in the order they start; they stop in the reverse order (lifecycle.ts). The spool
+   * lock comes first: nothing touches a spool another relay holds. Redis is not waited for (the
+   * relay runs on local limits until it answers). Delivery is ready before the listeners take
+   * mail, and the control socket opens last and closes first.
+   */
+  private parts(): Part[] {
+    const { config, log } = this.options;
+    return [
+      { name: 'spool lock', start: () => this.spoolLock.acquire(), stop: () => this.spoolLock.release() },
+      { name: 'spool', start: () => this.initSpool(), stop: () => undefined },
+      { name: 'cluster', start: () => this.cluster?.start(), stop: () => this.cluster?.stop() },
+      {
+        name: 'metrics',
+        start: async () => {
+          if (!this.metrics || !config.metrics) return;
+          await this.metrics.listen(config.metrics.host, config.metrics.port);
+          log.info(
+            `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz)`,
+            {
+              event: 'metrics_listening',
+              host: config.metrics.host,
+              port: config.metrics.port,
+            },
+          );
+        },
+        stop: () => this.metrics?.close(),
+      },
+      {
+        name: 'courier',
+        start: () => {
+          this.started = true;
+          this.startCourier(this.currentCourier);
+        },
+        stop: async () => {
+          await this.currentCourier.close();
+          await Promise.all(this.retiring.values());
+        },
+      },
+      {
+        name: 'queue',
+        start: async () => {
+          this.resumed = await this.queue.start();
+        },
+        stop: async () => {
+          // Messages only waiting for an upstream's pace give up their turn (they stay queued).
+          this.currentCourier.stopping?.();
+          for (const old of this.retiring.keys()) old.stopping?.();
+          await this.queue.stop();
+        },
+      },
+      {
+        name: 'listeners',
+        start: () => this.startListeners(),
+        stop: () => Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace))),
+      },
+      {
+        name: 'control socket',
+        start: () =>
+          this.control.listen().catch((err: Error) =>
+            log.error(
+              `no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`,
+              {
+                event: 'control_failed',
+              },
+            ),
+          ),
+        stop: () => this.control.close(),
+      },
+    ];
+  }
+
   async start(): Promise<void> {
     const { config, log } = this.options;
+    await this.lifecycle.start();
+    log.info(`smarthost started (config: ${config.source})`, {
+      event: 'started',
+      queued: this.resumed,
+      spool: config.spool.dir,
+      maxAge: formatDuration(config.queue.maxAge),
+    });
+  }
+
+  private async initSpool(): Promise<void> {
+    const { log } = this.options;
     const { tightened, ...swept } = await this.spool.init();
     for (const { dir, was } of tightened) {
       log.warn(`spool folder ${dir} was mode ${was}, open to other users: tightened to 0700`, {
@@ -197,6 +314,10 @@ export class Relay {
     if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
+  }
+
+  private async startListeners(): Promise<void> {
+    const { config, log } = this.options;
     const keyPair = await listenerCertificate(config, log);
     const policy = this.current.policy;
     for (const listen of config.listen) {
@@ -210,10 +331,12 @@ export class Relay {
           accepted: (entry) => {
             this.queue.enqueue(entry.id);
             this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+            this.cluster?.traffic.accepted(entry.source, entry.recipients.length, entry.size);
             this.metrics?.messageAccepted(entry);
           },
           refused: (reason, client, source) => {
             this.traffic.refused(reason, client, source);
+            this.cluster?.traffic.refused(reason, client, source);
             this.metrics?.refused(reason, client, source);
           },
           isShuttingDown: () => this.shuttingDown,
@@ -241,28 +364,6 @@ export class Relay {
         port: listen.port,
       });
     }
-    const resumed = await this.queue.start();
-    await this.control.listen().catch((err: Error) =>
-      log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
-        event: 'control_failed',
-      }),
-    );
-    if (this.metrics && config.metrics) {
-      await this.metrics.listen(config.metrics.host, config.metrics.port);
-      log.info(`metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz)`, {
-        event: 'metrics_listening',
-        host: config.metrics.host,
-        port: config.metrics.port,
-      });
-    }
-    this.started = true;
-    this.startCourier(this.currentCourier);
-    log.info(`smarthost started (config: ${config.source})`, {
-      event: 'started',
-      queued: resumed,
-      spool: config.spool.dir,
-      maxAge: formatDuration(config.queue.maxAge),
-    });
   }
 
   /**
@@ -302,15 +403,7 @@ export class Relay {
     log.info('shutting down: no new connections, finishing open sessions and deliveries', {
       event: 'stopping',
     });
-    await this.control.close();
-    await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
-    // Messages only waiting for an upstream's pace give up their turn (they stay queued).
-    this.currentCourier.stopping?.();
-    for (const old of this.retiring.keys()) old.stopping?.();
-    await this.queue.stop();
-    await this.currentCourier.close();
-    await Promise.all(this.retiring.values());
-    await this.metrics?.close();
+    await this.lifecycle.stop();
     log.info('stopped', { event: 'stopped' });
   }
 }

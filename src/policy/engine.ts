@@ -9,6 +9,7 @@ import type { Config } from '../config/load.js';
 import { SmtpError, smtpErrors } from '../smtp/errors.js';
 import { domainOf, matchesAny, routingFormProblem } from './address.js';
 import { AuthFailureTracker, ConnectionCounter, RateLimiter, type Clock } from './limits.js';
+import { LocalLimits, type SharedLimits } from '../cluster/limits.js';
 import { SourceResolver, normaliseIp, type Source } from './sources.js';
 
 export interface ClientInfo {
@@ -40,11 +41,18 @@ export interface PolicyEngineOptions {
    * absent), as learned from its SIZE; undefined while unknown or unlimited.
    */
   upstreamSizeLimit?: (sender?: string) => number | undefined;
+  /**
+   * Cluster mode: the counted limits (rates, failed logins) asked of Redis (src/cluster/), with
+   * the local counters as fallback. Default: the local counters of `state`.
+   */
+  limits?: SharedLimits;
 }
 
 export class PolicyEngine {
   readonly sources: SourceResolver;
   readonly state: PolicyState;
+  /** Where the rate limits and failed logins are counted (cluster mode: shared; else `state`). */
+  readonly limits: SharedLimits;
   readonly upstreamSizeLimit: ((sender?: string) => number | undefined) | undefined;
   /** The largest size any source may send: what the listeners advertise with SIZE. */
   readonly maxAdvertisedSize: number;
@@ -55,6 +63,7 @@ export class PolicyEngine {
   ) {
     this.sources = new SourceResolver(config);
     this.state = options.state ?? options.previous?.state ?? new PolicyState();
+    this.limits = options.limits ?? options.previous?.limits ?? new LocalLimits(this.state);
     this.upstreamSizeLimit = options.upstreamSizeLimit ?? options.previous?.upstreamSizeLimit;
     // Computed once: the config of an engine never changes (a reload builds a new engine).
     const sizes = [...config.allowlist, ...config.users].map((s) => s.maxMessageSize ?? 0);
@@ -110,17 +119,31 @@ export class PolicyEngine {
   }
 
   /**
-   * A failed login. Returns the lockout error when this failure locks the address out (the
-   * caller replies with it and logs it), else undefined.
+   * At AUTH (cluster mode: asks the shared counters): refused while the address or the username
+   * is locked out after failed logins.
    */
-  authFailed(ip: string): SmtpError | undefined {
+  async checkAuthLockout(ip: string, user?: string): Promise<void> {
+    const address = normaliseIp(ip);
+    const lockedFor = await this.limits.lockedFor(address, user);
+    if (lockedFor > 0) {
+      const { limits } = this.config;
+      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
+    }
+  }
+
+  /**
+   * A failed login, counted by address and username. Returns the lockout error when this
+   * failure locks one of them out (the caller replies with it and logs it), else undefined.
+   */
+  async authFailed(ip: string, user?: string): Promise<SmtpError | undefined> {
     const address = normaliseIp(ip);
     const { limits } = this.config;
-    const locked = this.state.authFailures.fail(address, {
+    const result = await this.limits.authFailed(address, user, {
       maxFailures: limits.maxAuthFailures,
       windowMs: limits.authFailureWindow,
       lockoutMs: limits.authLockout,
     });
+    const locked = result.address || result.user;
     return locked
       ? smtpErrors.authLockedOut(
           address,
@@ -138,7 +161,7 @@ export class PolicyEngine {
   }
 
   /** MAIL FROM: who is this, and may it send this, now. Takes a token from the message rate. */
-  checkMail(client: ClientInfo, sender: string, declaredSize?: number): Source {
+  async checkMail(client: ClientInfo, sender: string, declaredSize?: number): Promise<Source> {
     const source = this.sources.resolve(client.ip, client.user);
     if (!source) throw smtpErrors.notAllowed(normaliseIp(client.ip));
     const problem = routingFormProblem(sender);
@@ -149,7 +172,8 @@ export class PolicyEngine {
     const limit = this.messageSizeLimit(source, sender);
     if (declaredSize !== undefined && declaredSize > limit) throw this.sizeError(source, limit, sender);
     if (policy.rateLimit) {
-      const result = this.state.messageRate.take(bucketKey(source), policy.rateLimit);
+      // Asynchronous for cluster mode (a Redis round trip); local counters answer at once.
+      const result = await this.limits.take('message', bucketKey(source), policy.rateLimit);
       if (!result.ok)
         throw smtpErrors.rateLimited('message', policy.rateLimit.text, source.name, result.retryInMs);
     }
@@ -157,7 +181,7 @@ export class PolicyEngine {
   }
 
   /** RCPT TO: may this source send to this recipient, as the n-th of the message. */
-  checkRcpt(source: Source, recipient: string, count: number): void {
+  async checkRcpt(source: Source, recipient: string, count: number): Promise<void> {
     const problem = routingFormProblem(recipient);
     if (problem) throw smtpErrors.badAddress(recipient, problem);
     const { policy } = source;
@@ -169,7 +193,7 @@ export class PolicyEngine {
         throw smtpErrors.recipientDomainNotAllowed(domain, source.name);
     }
     if (policy.recipientRateLimit) {
-      const result = this.state.recipientRate.take(bucketKey(source), policy.recipientRateLimit);
+      const result = await this.limits.take('recipient', bucketKey(source), policy.recipientRateLimit);
       if (!result.ok)
         throw smtpErrors.rateLimited(
           'recipient',

@@ -102,8 +102,9 @@ export class Listener {
       onConnect: (session, cb) => this.onConnect(session, cb),
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => void this.onAuth(auth.username ?? '', auth.password ?? '', session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(address as CheckedAddress, session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(address as CheckedAddress, session, cb),
+      // Async for cluster mode: the rate limits may be a Redis round trip (src/cluster/).
+      onMailFrom: (address, session, cb) => void this.onMailFrom(address as CheckedAddress, session, cb),
+      onRcptTo: (address, session, cb) => void this.onRcptTo(address as CheckedAddress, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onClose: (session) => {
         this.sessions.get(session.id)?.release?.();
@@ -264,7 +265,8 @@ export class Listener {
       return this.refuse(smtpErrors.insecureAuth(), session, cb);
     const policy = this.deps.policy();
     try {
-      policy.checkAuthAllowed(this.clientIp(session));
+      // The lockouts by address and by username (cluster mode: shared by all relays).
+      await policy.checkAuthLockout(this.clientIp(session), username);
     } catch (err) {
       return this.fail(err, session, cb);
     }
@@ -277,7 +279,7 @@ export class Listener {
         client: this.clientIp(session),
         user: username,
       });
-      const lockout = policy.authFailed(this.clientIp(session));
+      const lockout = await policy.authFailed(this.clientIp(session), username);
       if (lockout) {
         this.deps.log.warn('too many failed logins: address locked out', {
           event: 'auth_lockout',
@@ -294,7 +296,7 @@ export class Listener {
     cb(null, { user: username });
   }
 
-  private onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
+  private async onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     if (this.config.requireTls && !session.secure) return this.refuse(smtpErrors.tlsRequired(), session, cb);
     const { address, args } = checked;
     const declared = args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined;
@@ -307,7 +309,7 @@ export class Listener {
         if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
         throw checked.parameterProblem;
       }
-      const source = policy.checkMail(client, address, declared);
+      const source = await policy.checkMail(client, address, declared);
       this.state(session).source = source;
       cb();
     } catch (err) {
@@ -317,14 +319,14 @@ export class Listener {
     }
   }
 
-  private onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
+  private async onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     const source = this.state(session).source;
     if (!source) return this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb);
     const { address } = checked;
     try {
       if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
       if (checked.parameterProblem) throw checked.parameterProblem;
-      this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
+      await this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
       cb();
     } catch (err) {
       this.fail(err, session, cb, source.name);
