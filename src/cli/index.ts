@@ -11,6 +11,7 @@ import { upstreamCommand } from './upstream.js';
 import { userCommand } from './user.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
+import { clusterCommand } from './cluster.js';
 import { quietOnClosedPipes } from './pipes.js';
 
 // dist/src/cli/index.js → the package's package.json.
@@ -44,6 +45,7 @@ program.addCommand(queueCommand());
 program.addCommand(upstreamCommand());
 program.addCommand(sendTestCommand());
 program.addCommand(reloadCommand());
+program.addCommand(clusterCommand());
 
 // Exit codes: 0 ok, 1 a refused action, 2 a usage error. Commander's own errors (unknown
 // option, missing argument…) are usage errors; commands added with addCommand do not inherit

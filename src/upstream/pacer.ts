@@ -62,6 +62,8 @@ export interface PacerOptions {
 const OBSERVE_MS = 60_000;
 /** The slowest a throttled pace gets: an eighth of where it started. */
 const MAX_SLOWDOWN = 8;
+/** Cluster mode: the shared pace's interval, a little longer than the quota's (see reserveShared). */
+const SHARED_MARGIN = 1.02;
 /** What one recovery step gives back, as a share of the base pace. */
 const RECOVERY_SHARE = 0.25;
 
@@ -270,7 +272,9 @@ export class Pacer {
     this.factorChanged = false;
     const base = this.rate!;
     void this.shared!.reserve({
-      intervalMs: base.perMs / base.count,
+      // 2% apart more than the quota's even pace: a message whose connection opened faster than
+      // the one before it cannot put one too many into the ESP's window.
+      intervalMs: (base.perMs / base.count) * SHARED_MARGIN,
       burst: this.burst,
       factor: this.factor,
       publish,
