@@ -124,6 +124,21 @@ describe('cluster mode: two relays, one Redis', { skip: redisSkip }, () => {
     assert.doesNotMatch(a.output() + b.output(), /wrong/, 'the password tried is never logged');
   });
 
+  test('hostile usernames (control characters, 4 KB) are counted like any other, in bounded keys', async () => {
+    const hostile = [`x\r\nFLUSHALL\r\n${'\u0000'.repeat(3)}`, 'y'.repeat(4000)];
+    for (const user of hostile) {
+      const replies = await rawSmtpSession(b.port, ['EHLO client.test', authPlain(user, 'nope'), 'QUIT'], {
+        localAddress: '127.0.0.6',
+      });
+      assert.match(replies[2] ?? '', /^(535 5\.7\.8|5\d\d) /, replies.join(' / '));
+    }
+    // Redis still holds the limits (FLUSHALL was a username, not a command): the lockout stands.
+    const later = await rawSmtpSession(a.port, ['EHLO client.test', authPlain('crm', PASSWORD), 'QUIT'], {
+      localAddress: '127.0.0.5',
+    });
+    assert.match(later[2] ?? '', /^421 4\.7\.0 Too many failed logins/);
+  });
+
   test('`cluster status` lists both relays with their queue sizes and versions', async () => {
     const result = await runCli(['cluster', 'status', '--json', '-c', a.configFile]);
     assert.equal(result.code, 0, show(result));
