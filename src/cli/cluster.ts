@@ -68,7 +68,7 @@ async function fromRedis(configFile: string | undefined): Promise<ClusterStatus>
   const config = loadConfig(configFile);
   if (!config.cluster) refuse('this config has no cluster: section (cluster mode is off)');
   const client = new ClusterClient(config.cluster, silentLogger());
-  client.start();
+  await client.start();
   const deadline = Date.now() + Math.max(2_000, config.cluster.timeout * 20);
   while (client.degraded && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   const nodes = await listNodes(client);

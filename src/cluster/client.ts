@@ -10,7 +10,8 @@
 // `cluster_restored` is logged and shared limits resume.
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname as osHostname } from 'node:os';
-import { Redis, type RedisOptions } from 'ioredis';
+// Types only: ioredis itself is loaded by start(), so a relay without `cluster:` never loads it.
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { ClusterSettings } from './settings.js';
 import { maskUrl } from './settings.js';
@@ -105,7 +106,8 @@ export interface ClusterState {
 }
 
 export class ClusterClient {
-  readonly redis: ClusterRedis;
+  /** Made by start() (undefined before: every command answers "degraded"). */
+  private client: ClusterRedis | undefined;
   readonly keys: ClusterKeys;
   /** This relay in the node list: host name, process id and a random part (a restart is a new node). */
   readonly nodeId = `${osHostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -126,11 +128,6 @@ export class ClusterClient {
     private readonly log: Logger,
   ) {
     this.keys = new ClusterKeys(settings.name);
-    this.redis = new Redis(redisOptions(settings)) as ClusterRedis;
-    // ioredis reports connection errors as 'error' events; unheard, they would end the process.
-    this.redis.on('error', (err: Error) => this.degrade(`Redis error: ${err.message}`));
-    this.redis.on('close', () => this.degrade('the connection to Redis was lost'));
-    this.redis.on('ready', () => void this.probe());
   }
 
   get degraded(): boolean {
@@ -150,9 +147,18 @@ export class ClusterClient {
   }
 
   /** Connects in the background: the relay starts at once, on local limits until Redis answers. */
-  start(): void {
+  async start(): Promise<void> {
     this.stopped = false;
-    this.redis.connect().catch((err: Error) => this.degrade(`cannot reach Redis: ${err.message}`));
+    if (!this.client) {
+      const { Redis: RedisClient } = await import('ioredis');
+      const redis = new RedisClient(redisOptions(this.settings)) as ClusterRedis;
+      // ioredis reports connection errors as 'error' events; unheard, they would end the process.
+      redis.on('error', (err: Error) => this.degrade(`Redis error: ${err.message}`));
+      redis.on('close', () => this.degrade('the connection to Redis was lost'));
+      redis.on('ready', () => void this.probe());
+      this.client = redis;
+    }
+    this.client.connect().catch((err: Error) => this.degrade(`cannot reach Redis: ${err.message}`));
     this.armProbe();
   }
 
@@ -162,9 +168,9 @@ export class ClusterClient {
    * answer to undefined is its local limit.
    */
   async run<T>(fn: (redis: ClusterRedis) => Promise<T>): Promise<T | undefined> {
-    if (this.degradedNow || this.stopped) return undefined;
+    if (this.degradedNow || this.stopped || !this.client) return undefined;
     try {
-      return await fn(this.redis);
+      return await fn(this.client);
     } catch (err) {
       this.degrade(`a Redis command failed: ${(err as Error).message}`);
       return undefined;
@@ -199,10 +205,11 @@ export class ClusterClient {
 
   /** While degraded: back to shared limits once Redis answers a PING in time. */
   private async probe(): Promise<void> {
-    if (!this.degradedNow || this.probing || this.stopped || this.redis.status !== 'ready') return;
+    const redis = this.client;
+    if (!this.degradedNow || this.probing || this.stopped || redis?.status !== 'ready') return;
     this.probing = true;
     try {
-      await this.redis.ping();
+      await redis.ping();
     } catch {
       return;
     } finally {
@@ -235,6 +242,6 @@ export class ClusterClient {
     this.stopped = true;
     clearInterval(this.probeTimer);
     this.probeTimer = undefined;
-    this.redis.disconnect();
+    this.client?.disconnect();
   }
 }

@@ -42,8 +42,8 @@ export class Cluster {
     return pace;
   }
 
-  start(): void {
-    this.client.start();
+  async start(): Promise<void> {
+    await this.client.start();
     this.traffic.start();
     this.heartbeat.start();
   }
