@@ -125,7 +125,11 @@ export class Listener {
     });
     if (config.proxyProtocol) {
       installProxyReader(this.server, (peer, reason) =>
-        deps.log.warn('connection closed: bad PROXY header', { event: 'proxy_rejected', client: peer, reason }),
+        deps.log.warn('connection closed: bad PROXY header', {
+          event: 'proxy_rejected',
+          client: peer,
+          reason,
+        }),
       );
     }
     this.server.on('error', (err) =>
