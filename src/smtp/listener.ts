@@ -17,6 +17,7 @@ import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { receiveMessage } from './receive.js';
 import { envelopeFields, watchParameters, type WithParameters } from './esmtp-hook.js';
 import type { KeyPair } from './tls.js';
+import { installProxyReader } from './proxy-reader.js';
 
 export interface ListenerDeps {
   /** The policy in force now; swapped whole on reload, read afresh for every transaction. */
@@ -122,6 +123,15 @@ export class Listener {
         watchParameters(connection);
       },
     });
+    if (config.proxyProtocol) {
+      installProxyReader(this.server, (peer, reason) =>
+        deps.log.warn('connection closed: bad PROXY header', {
+          event: 'proxy_rejected',
+          client: peer,
+          reason,
+        }),
+      );
+    }
     this.server.on('error', (err) =>
       deps.log.error('listener error', { event: 'listener_error', error: err.message }),
     );
