@@ -135,7 +135,10 @@ export class OpsMetrics {
     this.courier = courier;
     this.upstreamUp.reset();
     const names = upstreams.length ? upstreams : [CAPTURE_UPSTREAM];
-    for (const upstream of names) this.upstreamUp.set({ upstream }, 1);
+    for (const upstream of names) {
+      this.upstreamUp.set({ upstream }, 1);
+      this.throttled.inc({ upstream }, 0);
+    }
     const emitter = courier as Partial<EventEmitter>;
     if (typeof emitter.on !== 'function') return;
     emitter.on('upstream', (event: UpstreamEvent) => {

@@ -12,7 +12,7 @@ import type net from 'node:net';
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { isConnectionReason, isRateLimitReason, type RefusalReason } from './events.js';
+import { isConnectionReason, isRateLimitReason, REFUSAL_REASON_NAMES, type RefusalReason } from './events.js';
 import type { Logger } from './log.js';
 import { OpsMetrics } from './metrics-ops.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
@@ -91,6 +91,10 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    // Every connection reason from the start, so rate() and increase() see the first refusal.
+    for (const reason of REFUSAL_REASON_NAMES) {
+      if (isConnectionReason(reason)) this.connectionsRefused.inc({ reason }, 0);
+    }
     this.accepted = new Counter({
       name: 'smarthost_messages_accepted_total',
       help: 'Messages accepted (on disk, 250 sent), by source',
