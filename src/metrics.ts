@@ -1,7 +1,8 @@
 // Prometheus metrics and the health check, on a local HTTP listener (`metrics: {host, port}`).
 // One registry per Relay (never prom-client's global one), so several relays can run in one
 // process (tests). Every label value is bounded: sources are config names (or "(unknown)"),
-// reasons are a fixed set, upstreams are config names.
+// reasons are the fixed set of events.ts, upstreams are config names. The operators' gauges
+// (upstream up, dead letters, queue bytes, build info…) are in metrics-ops.ts.
 //
 //   GET /metrics   Prometheus text format
 //   GET /healthz   200 "ok" while every listener is up and the spool is writable, else 503
@@ -11,28 +12,15 @@ import type net from 'node:net';
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { isConnectionReason, isRateLimitReason, REFUSAL_REASON_NAMES, type RefusalReason } from './events.js';
 import type { Logger } from './log.js';
+import { OpsMetrics } from './metrics-ops.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
 import { queueIdTime, type QueueEntry } from './spool/entry.js';
 import type { Spool } from './spool/spool.js';
 
 /** The label value for a refusal whose client matched no source (not in the allowlist, no login). */
 export const UNKNOWN_SOURCE = '(unknown)';
-
-/**
- * Refusal reasons given instead of the greeting: they refuse a connection, not a command.
- * (`auth_lockout` may come at connect or at AUTH; it is counted with the command refusals.)
- */
-export const CONNECTION_REASONS: ReadonlySet<string> = new Set([
-  'shutdown',
-  'max_connections',
-  'max_connections_per_ip',
-]);
-
-/** A refusal reason that means a rate limit was hit (message or recipient rate). */
-export function isRateLimitReason(reason: string): boolean {
-  return /rate/.test(reason);
-}
 
 /** What the metrics need to know about one SMTP listener. */
 export interface ListenerProbe {
@@ -62,6 +50,8 @@ export interface Health {
 
 export class Metrics {
   readonly registry = new Registry();
+  /** Upstream up, dead letters, queue bytes and held, refusals by reason, build info. */
+  readonly ops: OpsMetrics;
   private server: http.Server | undefined;
 
   private readonly connectionsTotal: Counter<'listener'>;
@@ -101,6 +91,10 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    // Every connection reason from the start, so rate() and increase() see the first refusal.
+    for (const reason of REFUSAL_REASON_NAMES) {
+      if (isConnectionReason(reason)) this.connectionsRefused.inc({ reason }, 0);
+    }
     this.accepted = new Counter({
       name: 'smarthost_messages_accepted_total',
       help: 'Messages accepted (on disk, 250 sent), by source',
@@ -187,6 +181,7 @@ export class Metrics {
       registers,
       collect: async () => up.set((await this.health()).ok ? 1 : 0),
     });
+    this.ops = new OpsMetrics(this.registry, { spool: deps.spool, queue });
     if (deps.processMetrics) collectDefaultMetrics({ register: this.registry });
 
     queue.on('attempt', (event: AttemptEvent) => this.onAttempt(event));
@@ -206,8 +201,9 @@ export class Metrics {
   }
 
   /** Any refusal the listener sends, with its machine-readable reason. */
-  refused(reason: string, _client: string, source?: string): void {
-    if (CONNECTION_REASONS.has(reason)) {
+  refused(reason: RefusalReason, _client: string, source?: string): void {
+    this.ops.refused(reason);
+    if (isConnectionReason(reason)) {
       this.connectionsRefused.inc({ reason });
       return;
     }

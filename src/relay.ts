@@ -256,6 +256,10 @@ export class Relay {
       });
     }
     this.started = true;
+    this.metrics?.ops.useCourier(
+      this.currentCourier,
+      config.upstreams.map((u) => u.name),
+    );
     this.startCourier(this.currentCourier);
     log.info(`smarthost started (config: ${config.source})`, {
       event: 'started',
@@ -280,6 +284,10 @@ export class Relay {
       const next = this.buildCourier(config);
       this.courierFingerprint = fingerprint;
       this.swapCourier(next);
+      this.metrics?.ops.useCourier(
+        next,
+        config.upstreams.map((u) => u.name),
+      );
       upstreamChanged = next.description;
     }
     this.current = {

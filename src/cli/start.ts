@@ -48,7 +48,7 @@ export async function startCommand(options: { config?: string }): Promise<void> 
     relay.stop().then(
       () => setTimeout(() => process.exit(0), 20),
       (err: Error) => {
-        log.error('error while stopping', { error: err.message });
+        log.error('error while stopping', { event: 'stop_failed', error: err.message });
         process.exit(1);
       },
     );

@@ -6,7 +6,7 @@
 // of reading the file written a moment ago (a bounded number of them; the file stays the truth).
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config/load.js';
-import type { Logger } from '../log.js';
+import type { LogFields, Logger } from '../log.js';
 import { allTemporary, type Courier, type RecipientResult } from '../delivery/courier.js';
 import type { Bouncer } from '../bounce/bouncer.js';
 import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
@@ -267,7 +267,7 @@ export class DeliveryQueue extends EventEmitter {
     for (const outcome of ['delivered', 'temporary', 'permanent'] as const) {
       const group = results.filter((r) => r.outcome === outcome);
       if (!group.length) continue;
-      const fields = {
+      const fields: LogFields = {
         id: entry.id,
         event:
           outcome === 'delivered'

@@ -2,6 +2,7 @@
 // (RFC 3463) and words an admin can act on. smtp-server sends `responseCode` and the message
 // text of an Error passed to a callback, so this is all the listener needs.
 import { formatDuration } from '../config/units.js';
+import type { RefusalReason } from '../events.js';
 
 /** Bytes as the config file writes them: 41943040 → "40MB", 1000 → "1000 bytes". */
 export function formatSize(bytes: number): string {
@@ -21,8 +22,8 @@ export class SmtpError extends Error {
     readonly code: number,
     readonly enhanced: string,
     readonly text: string,
-    /** A short machine-readable reason, used in logs and metrics labels. */
-    readonly reason: string = 'refused',
+    /** A short machine-readable reason (events.ts), used in logs and metrics labels. */
+    readonly reason: RefusalReason = 'refused',
   ) {
     super(`${enhanced} ${text}`);
     this.name = 'SmtpError';

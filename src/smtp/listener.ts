@@ -2,6 +2,7 @@
 // spool, queue) and the mapping of their typed errors to replies. No policy lives here.
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig } from '../config/load.js';
+import type { RefusalReason } from '../events.js';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { verifyPassword } from '../policy/passwords.js';
@@ -27,7 +28,7 @@ export interface ListenerDeps {
   /** Called once a message is safely on disk, before the 250 goes out. */
   accepted: (entry: QueueEntry) => void;
   /** Refusals, for logs and metrics. */
-  refused?: (reason: string, client: string, source?: string) => void;
+  refused?: (reason: RefusalReason, client: string, source?: string) => void;
   isShuttingDown: () => boolean;
 }
 
