@@ -75,6 +75,7 @@ export class Metrics {
   private readonly latency: Histogram<'upstream'>;
   private readonly relayedBytes: Counter<'upstream'>;
   private readonly bounces: Counter;
+  private readonly certificateExpiry: Gauge<'cert'>;
 
   constructor(private readonly deps: MetricsDeps) {
     const registers = [this.registry];
@@ -187,6 +188,12 @@ export class Metrics {
       registers,
       collect: async () => up.set((await this.health()).ok ? 1 : 0),
     });
+    this.certificateExpiry = new Gauge({
+      name: 'smarthost_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the TLS certificate the listeners present expires (Unix time), by certificate file ("selfsigned": made by the relay); set at start and on each reload',
+      labelNames: ['cert'],
+      registers,
+    });
     if (deps.processMetrics) collectDefaultMetrics({ register: this.registry });
 
     queue.on('attempt', (event: AttemptEvent) => this.onAttempt(event));
@@ -197,6 +204,12 @@ export class Metrics {
   attachListener(probe: ListenerProbe): void {
     this.connectionsTotal.inc({ listener: probe.name }, 0);
     probe.tcp.on('connection', () => this.connectionsTotal.inc({ listener: probe.name }));
+  }
+
+  /** The certificate now in force (one for all listeners): the old series goes with it. */
+  certificateLoaded(file: string, notAfterMs: number): void {
+    this.certificateExpiry.reset();
+    this.certificateExpiry.set({ cert: file }, Math.floor(notAfterMs / 1000));
   }
 
   /** A message is on disk and acknowledged. */

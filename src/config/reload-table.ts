@@ -18,7 +18,12 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   // The greeting, EHLO to the ESP and the self-signed certificate are made at start.
   hostname: 'restart',
   listen: 'restart',
-  tls: 'restart',
+  // New paths are read at once (the files are re-read on every reload anyway, and watched:
+  // smtp/cert-reload.ts); adding or removing the whole `tls:` block counts as `tls`: restart.
+  'tls.cert': 'live',
+  'tls.key': 'live',
+  // The watch is set up at start.
+  'tls.watch': 'restart',
   upstreams: 'courier',
   'spool.dir': 'restart',
   // The queue reads these at each decision.

@@ -253,7 +253,14 @@ export const configSchema = z
       .array(listener)
       .min(1)
       .prefault([{ port: 2525 }]),
-    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+    tls: z
+      .strictObject({
+        cert: z.string(),
+        key: z.string(),
+        /** Reload the pair when its files change (off where file events are unreliable, e.g. NFS). */
+        watch: z.boolean().default(true),
+      })
+      .optional(),
     upstream: upstream.optional(),
     upstreams: z.array(upstream).optional(),
     spool: z.strictObject({ dir: z.string().default('./data') }).prefault({}),
