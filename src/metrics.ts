@@ -5,7 +5,9 @@
 //
 //   GET /metrics   Prometheus text format
 //   GET /healthz   200 "ok" while every listener is up and the spool is writable, else 503
-//                  with the reason(s), one per line
+//                  with the reason(s), one per line (liveness)
+//   GET /readyz    200 "ready" while the relay can deliver, else 503 with the reason in one
+//                  line (readiness: src/readiness.ts)
 import http from 'node:http';
 import type net from 'node:net';
 import { constants } from 'node:fs';
@@ -51,6 +53,8 @@ export interface MetricsDeps {
   /** The listeners now running (empty before start and after stop). */
   listeners: () => ListenerProbe[];
   isShuttingDown: () => boolean;
+  /** What /readyz answers (404 without it). */
+  readiness?: () => Promise<{ ready: boolean; reason?: string }>;
   /** Process metrics (CPU, memory, event loop); on in the daemon, off in tests by default. */
   processMetrics?: boolean;
 }
@@ -330,7 +334,13 @@ export class Metrics {
           ? send(200, 'text/plain; charset=utf-8', 'ok\n')
           : send(503, 'text/plain; charset=utf-8', `unhealthy: ${health.problems.join('\n')}\n`);
       }
-      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
+      if (url.pathname === '/readyz' && this.deps.readiness) {
+        const readiness = await this.deps.readiness();
+        return readiness.ready
+          ? send(200, 'text/plain; charset=utf-8', 'ready\n')
+          : send(503, 'text/plain; charset=utf-8', `not ready: ${readiness.reason ?? 'unknown'}\n`);
+      }
+      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz or /readyz\n');
     } catch (err) {
       send(500, 'text/plain; charset=utf-8', `error: ${(err as Error).message}\n`);
     }

@@ -12,6 +12,7 @@ import { PolicyEngine } from './policy/engine.js';
 import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
 import { ListenerCertificates, type CertificateReload } from './smtp/cert-reload.js';
+import { ReadinessCheck } from './readiness.js';
 import { Spool } from './spool/spool.js';
 import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
@@ -52,6 +53,8 @@ export class Relay {
   private listeners: Listener[] = [];
   /** The listeners' certificate: re-read on reload and when its files change (cert-reload.ts). */
   private readonly certs: ListenerCertificates;
+  /** What /readyz answers: can this relay deliver now (readiness.ts). */
+  readonly readiness: ReadinessCheck;
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
@@ -84,8 +87,17 @@ export class Relay {
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
     this.control.registerHandler('stats', statsHandler(this.traffic));
+    this.readiness = new ReadinessCheck({
+      spool: this.spool,
+      queue: this.queue,
+      log,
+      config: () => this.current.config,
+      capture: () => this.currentCourier instanceof OutboxCourier,
+      liveness: async () => (this.metrics ? (await this.metrics.health()).problems : []),
+    });
     if (config.metrics) {
       this.metrics = new Metrics({
+        readiness: () => this.readiness.check(),
         spool: this.spool,
         queue: this.queue,
         log,
@@ -119,6 +131,7 @@ export class Relay {
   /** Logs where mail goes (capture mode loudly) and starts the courier's background checks. */
   private startCourier(courier: Courier): void {
     const { log } = this.options;
+    this.readiness.track(courier);
     if (courier instanceof OutboxCourier) {
       log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
         event: 'capture_mode',
@@ -259,14 +272,18 @@ export class Relay {
     );
     if (this.metrics && config.metrics) {
       await this.metrics.listen(config.metrics.host, config.metrics.port);
-      log.info(`metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz)`, {
-        event: 'metrics_listening',
-        host: config.metrics.host,
-        port: config.metrics.port,
-      });
+      log.info(
+        `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz, readiness: /readyz)`,
+        {
+          event: 'metrics_listening',
+          host: config.metrics.host,
+          port: config.metrics.port,
+        },
+      );
     }
     this.started = true;
     this.startCourier(this.currentCourier);
+    this.readiness.start();
     log.info(`smarthost started (config: ${config.source})`, {
       event: 'started',
       queued: resumed,
@@ -320,6 +337,7 @@ export class Relay {
     });
     await this.control.close();
     this.certs.close();
+    this.readiness.stop();
     await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
     this.currentCourier.stopping?.();

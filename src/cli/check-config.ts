@@ -22,7 +22,16 @@ import {
   withConfigOption,
 } from './output.js';
 
-const DURATION_KEYS = new Set(['maxAge', 'retry', 'authFailureWindow', 'authLockout', 'grace', 'timeout']);
+const DURATION_KEYS = new Set([
+  'maxAge',
+  'retry',
+  'authFailureWindow',
+  'authLockout',
+  'grace',
+  'timeout',
+  'maxQueueAge',
+  'checkInterval',
+]);
 const SIZE_KEYS = new Set(['maxMessageSize']);
 /** Not worth printing: the text of a `ca` file (its path is shown). */
 const LEFT_OUT = new Set(['caText']);

@@ -50,6 +50,8 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   'log.format': 'restart',
   metrics: 'restart',
   'control.socket': 'restart',
+  // Read at each /readyz and each check.
+  health: 'live',
   // smtp-server's close timeout is set when the listener starts.
   'shutdown.grace': 'restart',
 };
