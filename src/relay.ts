@@ -283,7 +283,8 @@ export class Relay {
     }
     this.started = true;
     this.startCourier(this.currentCourier);
-    this.readiness.start();
+    // The checks serve /readyz: without a metrics listener nobody asks, so no ESP is probed.
+    if (this.metrics) this.readiness.start();
     log.info(`smarthost started (config: ${config.source})`, {
       event: 'started',
       queued: resumed,
