@@ -6,7 +6,9 @@
 //
 //   GET /metrics   Prometheus text format
 //   GET /healthz   200 "ok" while every listener is up and the spool is writable, else 503
-//                  with the reason(s), one per line
+//                  with the reason(s), one per line (liveness)
+//   GET /readyz    200 "ready" while the relay can deliver, else 503 with the reason in one
+//                  line (readiness: src/readiness.ts)
 import http from 'node:http';
 import type net from 'node:net';
 import { constants } from 'node:fs';
@@ -39,6 +41,8 @@ export interface MetricsDeps {
   /** The listeners now running (empty before start and after stop). */
   listeners: () => ListenerProbe[];
   isShuttingDown: () => boolean;
+  /** What /readyz answers (404 without it). */
+  readiness?: () => Promise<{ ready: boolean; reason?: string }>;
   /** Process metrics (CPU, memory, event loop); on in the daemon, off in tests by default. */
   processMetrics?: boolean;
 }
@@ -65,6 +69,7 @@ export class Metrics {
   private readonly latency: Histogram<'upstream'>;
   private readonly relayedBytes: Counter<'upstream'>;
   private readonly bounces: Counter;
+  private readonly certificateExpiry: Gauge<'cert'>;
 
   constructor(private readonly deps: MetricsDeps) {
     const registers = [this.registry];
@@ -182,6 +187,12 @@ export class Metrics {
       collect: async () => up.set((await this.health()).ok ? 1 : 0),
     });
     this.ops = new OpsMetrics(this.registry, { spool: deps.spool, queue });
+    this.certificateExpiry = new Gauge({
+      name: 'smarthost_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the TLS certificate the listeners present expires (Unix time), by certificate file ("selfsigned": made by the relay); set at start and on each reload',
+      labelNames: ['cert'],
+      registers,
+    });
     if (deps.processMetrics) collectDefaultMetrics({ register: this.registry });
 
     queue.on('attempt', (event: AttemptEvent) => this.onAttempt(event));
@@ -192,6 +203,12 @@ export class Metrics {
   attachListener(probe: ListenerProbe): void {
     this.connectionsTotal.inc({ listener: probe.name }, 0);
     probe.tcp.on('connection', () => this.connectionsTotal.inc({ listener: probe.name }));
+  }
+
+  /** The certificate now in force (one for all listeners): the old series goes with it. */
+  certificateLoaded(file: string, notAfterMs: number): void {
+    this.certificateExpiry.reset();
+    this.certificateExpiry.set({ cert: file }, Math.floor(notAfterMs / 1000));
   }
 
   /** A message is on disk and acknowledged. */
@@ -313,7 +330,13 @@ export class Metrics {
           ? send(200, 'text/plain; charset=utf-8', 'ok\n')
           : send(503, 'text/plain; charset=utf-8', `unhealthy: ${health.problems.join('\n')}\n`);
       }
-      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
+      if (url.pathname === '/readyz' && this.deps.readiness) {
+        const readiness = await this.deps.readiness();
+        return readiness.ready
+          ? send(200, 'text/plain; charset=utf-8', 'ready\n')
+          : send(503, 'text/plain; charset=utf-8', `not ready: ${readiness.reason ?? 'unknown'}\n`);
+      }
+      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz or /readyz\n');
     } catch (err) {
       send(500, 'text/plain; charset=utf-8', `error: ${(err as Error).message}\n`);
     }

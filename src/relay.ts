@@ -11,7 +11,8 @@ import { Metrics, type ListenerProbe } from './metrics.js';
 import { PolicyEngine } from './policy/engine.js';
 import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
-import { listenerCertificate } from './smtp/tls.js';
+import { ListenerCertificates, type CertificateReload } from './smtp/cert-reload.js';
+import { ReadinessCheck } from './readiness.js';
 import { Spool } from './spool/spool.js';
 import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
@@ -50,6 +51,10 @@ export class Relay {
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
   private listeners: Listener[] = [];
+  /** The listeners' certificate: re-read on reload and when its files change (cert-reload.ts). */
+  private readonly certs: ListenerCertificates;
+  /** What /readyz answers: can this relay deliver now (readiness.ts). */
+  readonly readiness: ReadinessCheck;
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
@@ -72,11 +77,27 @@ export class Relay {
       log,
       config: () => this.current.config,
     });
+    this.certs = new ListenerCertificates({
+      log,
+      apply: (pair) => {
+        for (const listener of this.listeners) listener.updateKeyPair(pair);
+      },
+      loaded: (file, notAfter) => this.metrics?.certificateLoaded(file, notAfter),
+    });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
     this.control.registerHandler('stats', statsHandler(this.traffic));
+    this.readiness = new ReadinessCheck({
+      spool: this.spool,
+      queue: this.queue,
+      log,
+      config: () => this.current.config,
+      capture: () => this.currentCourier instanceof OutboxCourier,
+      liveness: async () => (this.metrics ? (await this.metrics.health()).problems : []),
+    });
     if (config.metrics) {
       this.metrics = new Metrics({
+        readiness: () => this.readiness.check(),
         spool: this.spool,
         queue: this.queue,
         log,
@@ -110,6 +131,7 @@ export class Relay {
   /** Logs where mail goes (capture mode loudly) and starts the courier's background checks. */
   private startCourier(courier: Courier): void {
     const { log } = this.options;
+    this.readiness.track(courier);
     if (courier instanceof OutboxCourier) {
       log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
         event: 'capture_mode',
@@ -197,7 +219,7 @@ export class Relay {
     if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
-    const keyPair = await listenerCertificate(config, log);
+    const keyPair = await this.certs.load(config);
     const policy = this.current.policy;
     for (const listen of config.listen) {
       const listener = new Listener(
@@ -241,6 +263,7 @@ export class Relay {
         port: listen.port,
       });
     }
+    if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
     const resumed = await this.queue.start();
     await this.control.listen().catch((err: Error) =>
       log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
@@ -249,11 +272,14 @@ export class Relay {
     );
     if (this.metrics && config.metrics) {
       await this.metrics.listen(config.metrics.host, config.metrics.port);
-      log.info(`metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz)`, {
-        event: 'metrics_listening',
-        host: config.metrics.host,
-        port: config.metrics.port,
-      });
+      log.info(
+        `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz, readiness: /readyz)`,
+        {
+          event: 'metrics_listening',
+          host: config.metrics.host,
+          port: config.metrics.port,
+        },
+      );
     }
     this.started = true;
     this.metrics?.ops.useCourier(
@@ -261,6 +287,8 @@ export class Relay {
       config.upstreams.map((u) => u.name),
     );
     this.startCourier(this.currentCourier);
+    // The checks serve /readyz: without a metrics listener nobody asks, so no ESP is probed.
+    if (this.metrics) this.readiness.start();
     log.info(`smarthost started (config: ${config.source})`, {
       event: 'started',
       queued: resumed,
@@ -275,7 +303,10 @@ export class Relay {
    * its pooled connections, pace and health. Throws, changing nothing, when the new upstreams
    * cannot be set up.
    */
-  applyConfig(config: Config): { upstreamChanged?: string } {
+  applyConfig(
+    config: Config,
+    reason = 'reload',
+  ): { upstreamChanged?: string; certificate?: CertificateReload } {
     // The `courier` keys of the reload table (config/reload-table.ts), secrets and the CA
     // files' text included: a rotated password or a renewed CA at the same path counts.
     const fingerprint = courierSettings(config);
@@ -299,7 +330,10 @@ export class Relay {
     };
     for (const listener of this.listeners) listener.setMaxSize(this.current.policy.maxAdvertisedSize);
     applyLogOptions(this.options.log, config.log);
-    return { upstreamChanged };
+    // Every reload re-reads the certificate, changed config or not: a certbot deploy hook
+    // runs `smarthost reload` after renewing files at the same paths.
+    const certificate = this.certs.reload(config, reason);
+    return { upstreamChanged, certificate };
   }
 
   /** Stops accepting, lets open sessions finish (up to the grace period), stops delivery. */
@@ -311,6 +345,8 @@ export class Relay {
       event: 'stopping',
     });
     await this.control.close();
+    this.certs.close();
+    this.readiness.stop();
     await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
     this.currentCourier.stopping?.();

@@ -18,7 +18,12 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   // The greeting, EHLO to the ESP and the self-signed certificate are made at start.
   hostname: 'restart',
   listen: 'restart',
-  tls: 'restart',
+  // New paths are read at once (the files are re-read on every reload anyway, and watched:
+  // smtp/cert-reload.ts); adding or removing the whole `tls:` block counts as `tls`: restart.
+  'tls.cert': 'live',
+  'tls.key': 'live',
+  // The watch is set up at start.
+  'tls.watch': 'restart',
   upstreams: 'courier',
   'spool.dir': 'restart',
   // The queue reads these at each decision.
@@ -45,6 +50,8 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   'log.format': 'restart',
   metrics: 'restart',
   'control.socket': 'restart',
+  // Read at each /readyz and each check.
+  health: 'live',
   // smtp-server's close timeout is set when the listener starts.
   'shutdown.grace': 'restart',
 };

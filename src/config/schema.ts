@@ -253,7 +253,14 @@ export const configSchema = z
       .array(listener)
       .min(1)
       .prefault([{ port: 2525 }]),
-    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+    tls: z
+      .strictObject({
+        cert: z.string(),
+        key: z.string(),
+        /** Reload the pair when its files change (off where file events are unreliable, e.g. NFS). */
+        watch: z.boolean().default(true),
+      })
+      .optional(),
     upstream: upstream.optional(),
     upstreams: z.array(upstream).optional(),
     spool: z.strictObject({ dir: z.string().default('./data') }).prefault({}),
@@ -300,6 +307,15 @@ export const configSchema = z
       .prefault({}),
     metrics: z.strictObject({ host: z.string().default('127.0.0.1'), port: port.default(9325) }).optional(),
     control: z.strictObject({ socket: z.string().optional() }).prefault({}),
+    /** What /readyz judges by (src/readiness.ts). */
+    health: z
+      .strictObject({
+        /** Not ready once the oldest queued message is older than this (0: never). */
+        maxQueueAge: duration.prefault('30m'),
+        /** How often an idle relay checks its upstreams (and a down one, whether it is back). */
+        checkInterval: duration.prefault('30s'),
+      })
+      .prefault({}),
     shutdown: z.strictObject({ grace: duration.prefault('30s') }).prefault({}),
   })
   .superRefine((config, ctx) => {

@@ -146,6 +146,15 @@ export class Listener {
     this.server.options.size = bytes;
   }
 
+  /**
+   * A renewed certificate: every later TLS handshake (STARTTLS and implicit TLS alike take
+   * smtp-server's default context) presents it; sessions already in TLS keep theirs. The pair
+   * must have been checked (cert-check.ts): smtp-server keeps the options even when it throws.
+   */
+  updateKeyPair(pair: KeyPair): void {
+    this.server.updateSecureContext({ key: pair.key, cert: pair.cert });
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
