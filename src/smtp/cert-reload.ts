@@ -133,7 +133,12 @@ export class ListenerCertificates {
     };
   }
 
-  private loadedLog(event: 'tls_loaded' | 'tls_reloaded', message: string, files: PairFiles | undefined, reason?: string): void {
+  private loadedLog(
+    event: 'tls_loaded' | 'tls_reloaded',
+    message: string,
+    files: PairFiles | undefined,
+    reason?: string,
+  ): void {
     const { info } = this.current!;
     const file = files?.cert ?? 'self-signed';
     const now = Date.now();
