@@ -194,7 +194,7 @@ export class Relay {
         was,
       });
     }
-    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
+    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves || swept.reunited) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
     const keyPair = await listenerCertificate(config, log);
