@@ -80,7 +80,7 @@ function checkPattern(name: string, value: unknown): string | undefined {
   if (value.length > MAX_PATTERN_LENGTH) {
     throw new FilterError(`--${name}: a pattern of at most ${MAX_PATTERN_LENGTH} characters`);
   }
-  if (/[\u0000-\u001f\u007f]/.test(value))
+  if ([...value].some((c) => c < ' ' || c === '\u007f'))
     throw new FilterError(`--${name}: control characters in the pattern`);
   return value;
 }
