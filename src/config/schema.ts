@@ -3,6 +3,7 @@
 // Objects are strict: a misspelt key is an error that names it, not a silent no-op.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { allowlistProblem } from '../policy/open-relay.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseRate, parseSize } from './units.js';
 
@@ -94,7 +95,19 @@ export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const sourceName = z.string().regex(SOURCE_NAME, 'expected a name of letters, digits, ".", "_" or "-"');
 
-const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields });
+const allowlistEntry = z
+  .strictObject({
+    cidr,
+    name: sourceName,
+    /** The range has public addresses and that is intended (policy/open-relay.ts). */
+    publicRange: z.boolean().optional(),
+    ...policyFields,
+  })
+  .superRefine((entry, ctx) => {
+    // Never an open relay: the same check as `allowlist add`, for entries written by hand.
+    const problem = allowlistProblem(entry.cidr, entry.publicRange === true);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['cidr'], message: problem });
+  });
 
 const userEntry = z.strictObject({
   name: sourceName,
