@@ -17,6 +17,7 @@ import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
+import { RetentionSweeper } from './spool/retention.js';
 
 export interface RelayOptions {
   config: Config;
@@ -50,6 +51,8 @@ export class Relay {
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
   private listeners: Listener[] = [];
+  /** Removes old dead letters and captured messages (retention: in the config). */
+  private readonly retention: RetentionSweeper;
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
@@ -71,6 +74,12 @@ export class Relay {
       bouncer,
       log,
       config: () => this.current.config,
+    });
+    this.retention = new RetentionSweeper({
+      failedDir: this.spool.failedDir,
+      outboxDir: this.spool.outboxDir,
+      config: () => this.current.config,
+      log,
     });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
@@ -242,6 +251,7 @@ export class Relay {
       });
     }
     const resumed = await this.queue.start();
+    this.retention.start();
     await this.control.listen().catch((err: Error) =>
       log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
         event: 'control_failed',
@@ -308,6 +318,7 @@ export class Relay {
     this.currentCourier.stopping?.();
     for (const old of this.retiring.keys()) old.stopping?.();
     await this.queue.stop();
+    await this.retention.stop();
     await this.currentCourier.close();
     await Promise.all(this.retiring.values());
     await this.metrics?.close();

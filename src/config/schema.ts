@@ -34,6 +34,19 @@ const rate = z.string().transform((value, ctx) => {
   return parsed;
 });
 
+/** How long to keep something: a duration, or 0 / off / false to keep it for ever. */
+const retentionAge = z
+  .union([z.literal('off'), z.literal(false), z.string(), z.number()])
+  .transform((value, ctx) => {
+    if (value === 'off' || value === false) return 0;
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'expected a duration such as 7d or 30d, or off' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
 const port = z.number().int().min(1).max(65535);
 
 /**
@@ -277,6 +290,10 @@ export const configSchema = z
         /** Deliveries in flight at once, over all upstreams. */
         concurrency: z.number().int().min(1).max(1000).default(20),
       })
+      .prefault({}),
+    /** Dead letters and captured messages are removed after this long (retention.ts). */
+    retention: z
+      .strictObject({ failed: retentionAge.prefault('30d'), outbox: retentionAge.prefault('7d') })
       .prefault({}),
     limits: z
       .strictObject({
