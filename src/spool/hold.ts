@@ -61,6 +61,8 @@ export class HoldFolder {
   }
 
   private async move(id: string, from: string, to: string): Promise<boolean> {
+    // The CLI working on a stopped relay's spool (never init'ed by this version) may find no hold/.
+    await makePrivateDir(to);
     try {
       await rename(path.join(from, `${id}.json`), path.join(to, `${id}.json`));
     } catch (err) {

@@ -79,3 +79,12 @@ describe('hold folder', () => {
     assert.equal(await spool.held.remove(id), false);
   });
 });
+
+test('hold works on a spool that has no hold/ yet (made by an older version, relay stopped)', async () => {
+  const { spool, id } = await spoolWithOne();
+  await fs.rmdir(spool.held.holdDir);
+  const offline = new Spool(spool.dir); // as the CLI makes it: no init()
+  assert.deepEqual(await offline.held.ids(), []);
+  assert.equal(await offline.hold(id), true);
+  assert.deepEqual(await offline.held.ids(), [id]);
+});
