@@ -80,6 +80,8 @@ export const EVENTS = {
   upstream_close_failed: { level: 'warn', when: 'the previous upstream connections did not close cleanly' },
   reload_retry: { level: 'info', when: 'queued mail is retried at once after a reload' },
   // config, control socket, metrics listener
+  retention_swept: { level: ['info', 'debug'], when: 'the hourly sweep of old dead letters and captured messages', metric: 'smarthost_retention_removed_total' },
+  retention_failed: { level: 'warn', when: 'a retention sweep failed' },
   reloaded: { level: 'info', when: 'the config was reloaded' },
   reload_failed: { level: 'error', when: 'a reload was refused, the old config keeps running' },
   reload_restart_needed: { level: 'warn', when: 'a reload changed keys that need a restart' },

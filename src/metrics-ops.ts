@@ -44,7 +44,7 @@ export class OpsMetrics {
   private readonly throttled: Counter<'upstream'>;
   private readonly refusals: Counter<'reason'>;
   private readonly delay: Histogram<'upstream'>;
-  private held = 0;
+  private readonly retentionRemoved: Counter<'folder'>;
   /** The courier whose upstream events count (a reload swaps it; the old one's are ignored). */
   private courier: Courier | undefined;
   private scan: Promise<{ at: number; bytes: number; deadLetters: number }> | undefined;
@@ -97,15 +97,23 @@ export class OpsMetrics {
         this.set((await scanned()).deadLetters);
       },
     });
-    const held = () => this.held;
+    // A spool that cannot be read must not break the whole scrape: 0 then.
+    const held = async () => ((await deps.spool.held?.ids().catch(() => [])) ?? []).length;
     new Gauge({
       name: 'smarthost_queue_held',
       help: 'Queued messages on hold (never attempted until released)',
       registers,
-      collect() {
-        this.set(held());
+      async collect() {
+        this.set(await held());
       },
     });
+    this.retentionRemoved = new Counter({
+      name: 'smarthost_retention_removed_total',
+      help: 'Files removed by retention: old dead letters (folder "failed") and captured messages ("outbox")',
+      labelNames: ['folder'],
+      registers,
+    });
+    for (const folder of ['failed', 'outbox']) this.retentionRemoved.inc({ folder }, 0);
     new Gauge({
       name: 'smarthost_build_info',
       help: 'Always 1; the version of smarthost running, as a label',
@@ -116,9 +124,10 @@ export class OpsMetrics {
     deps.queue.on('attempt', (event: AttemptEvent) => this.attempted(event));
   }
 
-  /** How many queued messages are held now (the queue calls this as it changes). */
-  setQueueHeld(count: number): void {
-    this.held = count;
+  /** What a retention sweep removed. */
+  retentionSwept(result: { failed: number; outbox: number }): void {
+    this.retentionRemoved.inc({ folder: 'failed' }, result.failed);
+    this.retentionRemoved.inc({ folder: 'outbox' }, result.outbox);
   }
 
   /** A refusal (any stage), by its reason. */

@@ -18,6 +18,7 @@ import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
+import { RetentionSweeper } from './spool/retention.js';
 
 export interface RelayOptions {
   config: Config;
@@ -55,6 +56,8 @@ export class Relay {
   private readonly certs: ListenerCertificates;
   /** What /readyz answers: can this relay deliver now (readiness.ts). */
   readonly readiness: ReadinessCheck;
+  /** Removes old dead letters and captured messages (retention: in the config). */
+  private readonly retention: RetentionSweeper;
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
@@ -83,6 +86,13 @@ export class Relay {
         for (const listener of this.listeners) listener.updateKeyPair(pair);
       },
       loaded: (file, notAfter) => this.metrics?.certificateLoaded(file, notAfter),
+    });
+    this.retention = new RetentionSweeper({
+      failedDir: this.spool.failedDir,
+      outboxDir: this.spool.outboxDir,
+      config: () => this.current.config,
+      log,
+      removed: (result) => this.metrics?.ops.retentionSwept(result),
     });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
@@ -216,7 +226,7 @@ export class Relay {
         was,
       });
     }
-    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
+    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves || swept.reunited) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
     const keyPair = await this.certs.load(config);
@@ -265,6 +275,7 @@ export class Relay {
     }
     if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
     const resumed = await this.queue.start();
+    this.retention.start();
     await this.control.listen().catch((err: Error) =>
       log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
         event: 'control_failed',
@@ -352,6 +363,7 @@ export class Relay {
     this.currentCourier.stopping?.();
     for (const old of this.retiring.keys()) old.stopping?.();
     await this.queue.stop();
+    await this.retention.stop();
     await this.currentCourier.close();
     await Promise.all(this.retiring.values());
     await this.metrics?.close();

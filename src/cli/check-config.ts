@@ -47,7 +47,8 @@ export function presentConfig(config: Config): Record<string, unknown> {
     if (value === undefined || LEFT_OUT.has(key)) return undefined;
     // Secrets print as *** anyway; a secret-named key holding something else is masked too.
     if (value instanceof Secret || (isSecretKey(key) && value)) return REDACTED;
-    if (DURATION_KEYS.has(key) || parent === 'backoff') {
+    if (parent === 'retention' && value === 0) return 'off';
+    if (DURATION_KEYS.has(key) || parent === 'backoff' || parent === 'retention') {
       if (typeof value === 'number') return formatDuration(value);
       if (Array.isArray(value)) return value.map((v) => (typeof v === 'number' ? formatDuration(v) : v));
     }

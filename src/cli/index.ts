@@ -12,6 +12,7 @@ import { userCommand } from './user.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
 import { quietOnClosedPipes } from './pipes.js';
+import { describeFsError, isFsError, verbOf } from './fs-errors.js';
 
 // dist/src/cli/index.js → the package's package.json.
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -73,6 +74,10 @@ try {
   } else if (err instanceof CliError) {
     process.stderr.write(`smarthost: ${err.message}\n`);
     process.exitCode = err.exitCode;
+  } else if (isFsError(err)) {
+    // Permissions or the file system, not a bug: one line, no stack trace.
+    process.stderr.write(`smarthost: ${describeFsError(err, verbOf(err))}\n`);
+    process.exitCode = EXIT_REFUSED;
   } else {
     process.stderr.write(`smarthost: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = EXIT_REFUSED;

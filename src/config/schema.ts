@@ -3,6 +3,7 @@
 // Objects are strict: a misspelt key is an error that names it, not a silent no-op.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { allowlistProblem } from '../policy/open-relay.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseRate, parseSize } from './units.js';
 
@@ -32,6 +33,19 @@ const rate = z.string().transform((value, ctx) => {
   }
   return parsed;
 });
+
+/** How long to keep something: a duration, or 0 / off / false to keep it for ever. */
+const retentionAge = z
+  .union([z.literal('off'), z.literal(false), z.string(), z.number()])
+  .transform((value, ctx) => {
+    if (value === 'off' || value === false) return 0;
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'expected a duration such as 7d or 30d, or off' });
+      return z.NEVER;
+    }
+    return ms;
+  });
 
 const port = z.number().int().min(1).max(65535);
 
@@ -94,7 +108,19 @@ export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const sourceName = z.string().regex(SOURCE_NAME, 'expected a name of letters, digits, ".", "_" or "-"');
 
-const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields });
+const allowlistEntry = z
+  .strictObject({
+    cidr,
+    name: sourceName,
+    /** The range has public addresses and that is intended (policy/open-relay.ts). */
+    publicRange: z.boolean().optional(),
+    ...policyFields,
+  })
+  .superRefine((entry, ctx) => {
+    // Never an open relay: the same check as `allowlist add`, for entries written by hand.
+    const problem = allowlistProblem(entry.cidr, entry.publicRange === true);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['cidr'], message: problem });
+  });
 
 const userEntry = z.strictObject({
   name: sourceName,
@@ -271,6 +297,10 @@ export const configSchema = z
         /** Deliveries in flight at once, over all upstreams. */
         concurrency: z.number().int().min(1).max(1000).default(20),
       })
+      .prefault({}),
+    /** Dead letters and captured messages are removed after this long (retention.ts). */
+    retention: z
+      .strictObject({ failed: retentionAge.prefault('30d'), outbox: retentionAge.prefault('7d') })
       .prefault({}),
     limits: z
       .strictObject({

@@ -48,7 +48,7 @@ export class SourceResolver {
         const [address = '', bits] = entry.cidr.split('/');
         const family: 4 | 6 = isIPv4(address) ? 4 : 6;
         const prefix = bits === undefined ? (family === 4 ? 32 : 128) : Number(bits);
-        const { cidr: _c, name: _n, ...own } = entry;
+        const { cidr: _c, name: _n, publicRange: _p, ...own } = entry;
         return {
           name: entry.name,
           kind: 'allowlist' as const,

@@ -33,6 +33,7 @@ import {
   writeFileDurably,
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
+import { HoldFolder } from './hold.js';
 import { JustAccepted, KEPT_BODY_MAX, type Held } from './just-accepted.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
@@ -54,6 +55,8 @@ export class Spool {
   readonly tmpDir: string;
   readonly failedDir: string;
   readonly outboxDir: string;
+  /** Messages on hold (hold.ts): never attempted until released. */
+  readonly held: HoldFolder;
   private readonly queueSync: DirSyncer;
   private tmpCounter = 0;
   /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
@@ -67,6 +70,7 @@ export class Spool {
     this.tmpDir = path.join(dir, 'tmp');
     this.failedDir = path.join(dir, 'failed');
     this.outboxDir = path.join(dir, 'outbox');
+    this.held = new HoldFolder(this.queueDir, path.join(dir, 'hold'));
     this.queueSync = new DirSyncer(this.queueDir);
   }
 
@@ -78,6 +82,7 @@ export class Spool {
     tmpFiles: number;
     orphanBodies: number;
     interruptedMoves: number;
+    reunited: number;
     tightened: Tightened[];
   }> {
     // The spool's own folder keeps the mode it was given (systemd's StateDirectoryMode, 0750).
@@ -87,9 +92,12 @@ export class Spool {
       this.tmpDir,
       this.failedDir,
       this.outboxDir,
+      this.held.holdDir,
       path.join(this.dir, 'tls'),
     ]);
     for (const dir of [this.queueDir, this.tmpDir, this.failedDir]) await makePrivateDir(dir);
+    // Before the sweep below: a body a crash left apart from its envelope is no orphan.
+    const { reunited } = await this.held.init();
     let tmpFiles = 0;
     for (const name of await readdir(this.tmpDir)) {
       await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
@@ -113,7 +121,7 @@ export class Spool {
         }
       }
     }
-    return { tmpFiles, orphanBodies, interruptedMoves, tightened };
+    return { tmpFiles, orphanBodies, interruptedMoves, reunited, tightened };
   }
 
   bodyPath(id: string): string {
@@ -249,6 +257,12 @@ export class Spool {
     }
     await unlinkFile(this.bodyPath(id)).catch(() => undefined);
     return true;
+  }
+
+  /** Puts a queued message on hold (hold.ts). False when no such message is queued. */
+  async hold(id: string): Promise<boolean> {
+    this.justAccepted.drop(id);
+    return this.held.hold(id);
   }
 
   /** Ids of all queued messages, oldest first (ids sort by arrival time). */

@@ -116,8 +116,9 @@ describe('ops: PROXY protocol (listen[].proxyProtocol)', () => {
         // 127.0.0.0/8 is allowed: the balancer's own address must not be what lets mail in.
         allowlist: [
           { cidr: '127.0.0.0/8', name: 'localhost' },
-          { cidr: '192.0.2.10/32', name: 'printer' },
-          { cidr: '2001:db8::10/128', name: 'printer6' },
+          // Documentation addresses, public as far as the allowlist guard knows: acknowledged.
+          { cidr: '192.0.2.10/32', name: 'printer', publicRange: true },
+          { cidr: '2001:db8::10/128', name: 'printer6', publicRange: true },
         ],
       },
     });

@@ -120,10 +120,10 @@ test('delivery latency: from acceptance to delivery, once per message and upstre
   );
 });
 
-test('queue bytes and dead letters are read from the spool; held is what the queue set', async () => {
+test('queue bytes, dead letters and held messages are read from the spool', async () => {
   const spool = new Spool(path.join(dir, 'spool'));
   await spool.init();
-  const { ops, scrape } = setup(spool);
+  const { scrape } = setup(spool);
   let text = await scrape();
   assert.equal(metricValue(text, 'smarthost_queue_bytes'), 0);
   assert.equal(metricValue(text, 'smarthost_dead_letters'), 0);
@@ -140,7 +140,8 @@ test('queue bytes and dead letters are read from the spool; held is what the que
   }
   await fs.writeFile(path.join(spool.failedDir, `${newQueueId()}.json`), '{}');
   await fs.writeFile(path.join(spool.failedDir, 'notes.txt'), 'not a dead letter');
-  ops.setQueueHeld(4);
+  await fs.mkdir(spool.held.holdDir, { recursive: true });
+  for (let i = 0; i < 4; i++) await fs.writeFile(path.join(spool.held.holdDir, `${newQueueId()}.json`), '{}');
   const again = setup(spool);
   text = await again.scrape();
   assert.equal(metricValue(text, 'smarthost_queue_bytes'), 1234);

@@ -180,6 +180,7 @@ describe('Spool', () => {
       tmpFiles: 2,
       orphanBodies: 1,
       interruptedMoves: 0,
+      reunited: 0,
       tightened: [],
     });
     assert.deepEqual(await ls(again.tmpDir), []);
@@ -189,6 +190,7 @@ describe('Spool', () => {
       tmpFiles: 0,
       orphanBodies: 0,
       interruptedMoves: 0,
+      reunited: 0,
       tightened: [],
     });
   });
@@ -206,6 +208,7 @@ describe('Spool', () => {
       tmpFiles: 0,
       orphanBodies: 0,
       interruptedMoves: 1,
+      reunited: 0,
       tightened: [],
     });
     assert.deepEqual(await again.list(), [other.id]);
