@@ -6,7 +6,8 @@
 //  - `_supportedExtensions` and `_maxAllowedSize` of a connection: the ESP's SIZE (private);
 //  - `getSocket`, the hook through which the caller supplies the connection (TCP_NODELAY);
 //  - two patches of SMTPConnection's prototype (the end of this file), over `_setEnvelope`,
-//    `_getDsnRcptToArgs`, `_sendCommand`, `_envelope`, `_recipientQueue` and `_usingSmtpUtf8`:
+//    `_getDsnRcptToArgs`, `_sendCommand`, `_envelope` and `_recipientQueue`, and the envelope
+//    keys nodemailer copies along to the connection:
 //    each RCPT TO line carries its own recipient's NOTIFY and ORCPT, and SMTPUTF8 is passed on
 //    MAIL, or the message refused, by what that connection's EHLO offered.
 import net from 'node:net';
@@ -158,7 +159,6 @@ export interface ConnectionInternals {
   _envelope: ({ to: string[] } & { [EXTRAS]?: TransactionExtras }) | false;
   _supportedExtensions: string[];
   _recipientQueue: string[];
-  _usingSmtpUtf8?: boolean;
   _setEnvelope(
     envelope: Record<string, unknown>,
     callback: (err: Error | null, info?: unknown) => void,
@@ -198,10 +198,7 @@ export function installConnectionPatches(
     // _setEnvelope sends is MAIL; the shadow lives for this call only.
     const own = this as unknown as Record<string, unknown>;
     own._sendCommand = (str: string, logStr?: string) => {
-      if (/^MAIL FROM:/i.test(str) && !/ SMTPUTF8(?: |$)/i.test(str)) {
-        str += ' SMTPUTF8';
-        this._usingSmtpUtf8 = true;
-      }
+      if (/^MAIL FROM:/i.test(str) && !/ SMTPUTF8(?: |$)/i.test(str)) str += ' SMTPUTF8';
       proto._sendCommand.call(this, str, logStr);
     };
     try {

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { decide } from '../../src/delivery/classify.js';
 import {
   advertisedSize,
   connectWithoutDelay,
@@ -16,6 +17,7 @@ import {
   installConnectionPatches,
   orcptArg,
   rejectedErrorsOf,
+  stepOf,
   type ConnectionInternals,
   type SmtpFailure,
   type TransactionExtras,
@@ -27,6 +29,9 @@ interface RawServer {
   lines: string[];
   /** EHLO's extensions, e.g. ['PIPELINING', 'DSN']. */
   extensions: string[];
+  /** The greeting, default "220 raw.test ESMTP". */
+  greeting?: string;
+  /** A reply to the line instead of the default; DROP closes the connection instead. */
   reply: (line: string) => string | undefined;
   close(): Promise<void>;
 }
@@ -50,7 +55,7 @@ async function rawServer(): Promise<RawServer> {
     socket.on('error', () => undefined);
     let buffer = '';
     let inData = false;
-    socket.write('220 raw.test ESMTP\r\n');
+    socket.write(`${state.greeting ?? '220 raw.test ESMTP'}\r\n`);
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('utf8');
       for (let nl = buffer.indexOf('\r\n'); nl !== -1; nl = buffer.indexOf('\r\n')) {
@@ -65,13 +70,17 @@ async function rawServer(): Promise<RawServer> {
         }
         state.lines.push(line);
         const verb = line.slice(0, 4).toUpperCase();
-        if (verb === 'EHLO') {
+        const custom = state.reply(line);
+        if (custom === DROP) {
+          socket.destroy();
+          return;
+        }
+        if (verb === 'EHLO' && !custom) {
           const ext = ['raw.test', ...state.extensions];
           socket.write(ext.map((e, i) => `250${i === ext.length - 1 ? ' ' : '-'}${e}\r\n`).join(''));
         } else if (verb === 'QUIT') {
           socket.end('221 Bye\r\n');
         } else {
-          const custom = state.reply(line);
           if (verb === 'DATA' && !custom) inData = true;
           socket.write(`${custom ?? (verb === 'DATA' ? '354 Go on' : '250 Ok')}\r\n`);
         }
@@ -97,8 +106,9 @@ function transport(port: number) {
 }
 
 const RAW = Buffer.from('Subject: pin\r\n\r\nhello\r\n');
+const DROP = '<drop>';
 
-describe('nodemailer internals the adapter relies on', () => {
+describe('nodemailer internals the adapter relies on', { timeout: 30_000 }, () => {
   let server: RawServer;
 
   before(async () => {
@@ -126,7 +136,7 @@ describe('nodemailer internals the adapter relies on', () => {
 
   test('SMTPConnection has the private methods the patches wrap, and they are patched', () => {
     const proto = SMTPConnection.prototype as unknown as Record<string | symbol, unknown>;
-    for (const name of ['_setEnvelope', '_getDsnRcptToArgs', '_sendCommand', '_formatError']) {
+    for (const name of ['_setEnvelope', '_getDsnRcptToArgs', '_sendCommand']) {
       assert.equal(typeof proto[name], 'function', `SMTPConnection.prototype.${name}`);
     }
     assert.equal(proto[Symbol.for('smarthost.nodemailer.patched')], true);
@@ -230,6 +240,71 @@ describe('nodemailer internals the adapter relies on', () => {
     } finally {
       server.reply = () => undefined;
     }
+  });
+
+  test('the command and code of each failure, as stepOf and factsOf read them', async () => {
+    const failure = async (
+      setup: { greeting?: string; extensions?: string[]; reply?: (line: string) => string | undefined },
+      options: Record<string, unknown> = {},
+    ): Promise<SmtpFailure> => {
+      server.greeting = setup.greeting;
+      server.extensions = setup.extensions ?? [];
+      server.reply = setup.reply ?? (() => undefined);
+      const t = nodemailer.createTransport({
+        pool: true,
+        host: '127.0.0.1',
+        port: server.port,
+        ignoreTLS: true,
+        logger: false,
+        ...options,
+      } as nodemailer.TransportOptions);
+      try {
+        await t.sendMail({ envelope: { from: 'app@corp.example', to: ['a@example.com'] }, raw: RAW });
+      } catch (err) {
+        return err as SmtpFailure;
+      } finally {
+        t.close();
+        server.greeting = undefined;
+        server.reply = () => undefined;
+      }
+      throw new Error('sent, where it should have failed');
+    };
+    const on = (prefix: string, answer: string) => (line: string) =>
+      line.toUpperCase().startsWith(prefix) ? answer : undefined;
+
+    const closed = await rawServer();
+    const closedPort = closed.port;
+    await closed.close();
+    const refused = await failure({}, { port: closedPort });
+    assert.deepEqual([stepOf(refused), refused.command], ['connect', 'CONN']);
+
+    const greeting = await failure({ greeting: '554 5.7.1 Go away' });
+    assert.deepEqual([stepOf(greeting), greeting.command, greeting.responseCode], ['greeting', 'CONN', 554]);
+
+    const ehlo = await failure({ reply: (l) => (/^(EHLO|HELO)/i.test(l) ? '550 5.5.1 No' : undefined) });
+    assert.equal(stepOf(ehlo), 'ehlo', String(ehlo.command));
+
+    const tls = await failure(
+      { reply: on('STARTTLS', '454 4.7.0 TLS not available') },
+      { ignoreTLS: false, requireTLS: true },
+    );
+    assert.equal(stepOf(tls), 'starttls', `${tls.code} ${tls.command}`);
+
+    const auth = await failure(
+      { extensions: ['AUTH PLAIN'], reply: on('AUTH', '535 5.7.8 Authentication credentials invalid') },
+      { auth: { user: 'u', pass: 'p' } },
+    );
+    assert.deepEqual([stepOf(auth), auth.code, auth.responseCode], ['auth', 'EAUTH', 535]);
+
+    const mail = await failure({ reply: on('MAIL', '451 4.3.0 Later') });
+    assert.deepEqual([stepOf(mail), mail.command, mail.responseCode], ['mail', 'MAIL FROM', 451]);
+
+    const data = await failure({ reply: on('DATA', '554 5.7.1 No') });
+    assert.deepEqual([stepOf(data), data.command, data.responseCode], ['data', 'DATA', 554]);
+
+    const dropped = await failure({ reply: on('MAIL', DROP) });
+    assert.equal(factsOf(dropped).connectionLost, true, `${dropped.code} ${dropped.command}`);
+    assert.equal(decide(factsOf(dropped)).affects, 'upstream');
   });
 
   test('_supportedExtensions and _maxAllowedSize give the ESP’s SIZE', async () => {
