@@ -239,8 +239,10 @@ export class Relay {
           policy: () => this.current.policy,
           spool: this.spool,
           log,
-          accepted: (entry) => {
-            this.queue.enqueue(entry.id);
+          accepted: (queued) => {
+            const { entry } = queued;
+            // The item carries a small body: its first attempt need not read the file back.
+            this.queue.enqueue(queued);
             this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
             this.metrics?.messageAccepted(entry);
           },

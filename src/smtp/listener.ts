@@ -9,8 +9,8 @@ import { verifyPassword } from '../policy/passwords.js';
 import { routingFormProblem } from '../policy/address.js';
 import type { Source } from '../policy/sources.js';
 import { planSender, type SenderPlan } from '../rewrite/sender.js';
-import { newQueueId, type QueueEntry } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import { newQueueId } from '../spool/entry.js';
+import type { QueuedMessage, Spool } from '../spool/spool.js';
 import { SmtpError, smtpErrors } from './errors.js';
 import { FastGreetingServer } from './fast-greeting.js';
 import { keepOwnEnhancedCodes } from './enhanced-codes.js';
@@ -25,8 +25,8 @@ export interface ListenerDeps {
   policy: () => PolicyEngine;
   spool: Spool;
   log: Logger;
-  /** Called once a message is safely on disk, before the 250 goes out. */
-  accepted: (entry: QueueEntry) => void;
+  /** Called once a message is safely on disk, after the 250: the queued item, for the queue. */
+  accepted: (queued: QueuedMessage) => void;
   /** Refusals, for logs and metrics. */
   refused?: (reason: RefusalReason, client: string, source?: string) => void;
   isShuttingDown: () => boolean;
@@ -367,9 +367,9 @@ export class Listener {
     const sender = planSender(from, source.policy);
     const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize);
     const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
-    let entry: QueueEntry;
+    let queued: QueuedMessage;
     try {
-      entry = await receiveMessage(
+      queued = await receiveMessage(
         stream as never,
         {
           id: newQueueId(),
@@ -406,11 +406,12 @@ export class Listener {
       }
       return this.fail(err, session, cb, source.name);
     }
+    const { entry } = queued;
     // The message is on disk: the 250 goes out first. The log lines and the hand-over to the
     // queue (which starts the first attempt there and then) would otherwise delay it.
     cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     try {
-      this.afterAccept(entry, source.name, from, sender);
+      this.afterAccept(queued, source.name, from, sender);
     } catch (err) {
       // Not lost: it is on disk. If it did not reach the queue, the queue takes it up at its
       // next start, with everything else in the spool.
@@ -422,7 +423,8 @@ export class Listener {
     }
   }
 
-  private afterAccept(entry: QueueEntry, source: string, from: string, sender: SenderPlan): void {
+  private afterAccept(queued: QueuedMessage, source: string, from: string, sender: SenderPlan): void {
+    const { entry } = queued;
     this.deps.log.info('accepted', {
       id: entry.id,
       event: 'accepted',
@@ -441,7 +443,7 @@ export class Listener {
         headers: sender.headerChanges.length ? sender.headerChanges : undefined,
       });
     }
-    this.deps.accepted(entry);
+    this.deps.accepted(queued);
   }
 
   private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
