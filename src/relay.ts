@@ -17,6 +17,10 @@ import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
+import { ControlRefusal } from './control/protocol.js';
+import { Pickup } from './maildrop/pickup.js';
+import { DROP_NAME } from './maildrop/format.js';
+import type { QueueEntry } from './spool/entry.js';
 
 export interface RelayOptions {
   config: Config;
@@ -49,6 +53,8 @@ export class Relay {
   readonly metrics: Metrics | undefined;
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
+  /** Takes up what `smarthost sendmail` leaves in <spool>/maildrop/. */
+  readonly pickup: Pickup;
   private listeners: Listener[] = [];
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
@@ -74,6 +80,19 @@ export class Relay {
     });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
+    this.pickup = new Pickup({
+      spoolDir: config.spool.dir,
+      policy: () => this.current.policy,
+      spool: this.spool,
+      log,
+      accepted: (entry) => this.accepted(entry),
+    });
+    // sendmail, once its file is in maildrop/, asks for it to be taken now and waits for the answer.
+    this.control.registerHandler('pickup', (args) => {
+      const name = typeof args.name === 'string' ? args.name : '';
+      if (!DROP_NAME.test(name)) throw new ControlRefusal('pickup: expected the name of a maildrop file');
+      return this.pickup.take(name);
+    });
     this.control.registerHandler('stats', statsHandler(this.traffic));
     if (config.metrics) {
       this.metrics = new Metrics({
@@ -85,6 +104,13 @@ export class Relay {
         processMetrics: true,
       });
     }
+  }
+
+  /** A message is safely on disk (from a listener or the maildrop): to the queue, and counted. */
+  private accepted(entry: QueueEntry): void {
+    this.queue.enqueue(entry.id);
+    this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+    this.metrics?.messageAccepted(entry);
   }
 
   private listenerProbes(): ListenerProbe[] {
@@ -207,11 +233,7 @@ export class Relay {
           policy: () => this.current.policy,
           spool: this.spool,
           log,
-          accepted: (entry) => {
-            this.queue.enqueue(entry.id);
-            this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
-            this.metrics?.messageAccepted(entry);
-          },
+          accepted: (entry) => this.accepted(entry),
           refused: (reason, client, source) => {
             this.traffic.refused(reason, client, source);
             this.metrics?.refused(reason, client, source);
@@ -242,6 +264,8 @@ export class Relay {
       });
     }
     const resumed = await this.queue.start();
+    // After the queue: what sendmail left while the relay was down goes out now.
+    await this.pickup.start();
     await this.control.listen().catch((err: Error) =>
       log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
         event: 'control_failed',
@@ -304,6 +328,7 @@ export class Relay {
     });
     await this.control.close();
     await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
+    await this.pickup.stop();
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
     this.currentCourier.stopping?.();
     for (const old of this.retiring.keys()) old.stopping?.();

@@ -291,6 +291,11 @@ export const configSchema = z
       { cidr: '::1/128', name: 'localhost6' },
     ]),
     users: z.array(userEntry).default([]),
+    /**
+     * The local source `sendmail`: mail from `smarthost sendmail` (scripts, cron) on this host.
+     * Its policy keys over `defaults:`, as for any source; `enabled: false` refuses it.
+     */
+    sendmail: z.strictObject({ enabled: z.boolean().default(true), ...policyFields }).prefault({}),
     log: z
       .strictObject({
         level: z.enum(levels).default('info'),

@@ -25,7 +25,7 @@ export interface Transaction {
   /** The envelope sender that will leave (after any rewriting). */
   from: string;
   recipients: string[];
-  client: { address: string; helo?: string; user?: string; tls: boolean };
+  client: { address: string; helo?: string; user?: string; tls: boolean; localUid?: number };
   hostname: string;
   sizeLimit: number;
   /** The refusal for a message over sizeLimit (names whose limit it is). */
@@ -51,6 +51,7 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
         tls: tx.client.tls,
         authenticated: Boolean(tx.client.user),
         recipients: tx.recipients,
+        localUid: tx.client.localUid,
       }),
     ],
     edit: (headers) => {
