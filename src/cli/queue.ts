@@ -135,7 +135,9 @@ export function queueCommand(): Command {
       say(`failed:      ${new Date((e as DeadLetter).failedAt).toISOString()}: ${(e as DeadLetter).reason}`);
     say('recipients:');
     for (const r of e.recipients)
-      say(`  ${r.status.padEnd(9)} ${r.address}${r.lastReply ? `  (${r.lastReply})` : ''}`);
+      say(
+        `  ${r.status.padEnd(9)} ${r.address}${r.upstream ? ` via ${r.upstream}` : ''}${r.lastReply ? `  (${r.lastReply})` : ''}`,
+      );
     say('headers:');
     say(shown.headers.replace(/^/gm, '  '));
   });

@@ -208,6 +208,8 @@ const upstream = z
     maxConnections: z.number().int().min(1).max(100).default(5),
     /** Sender domains routed to this upstream (empty: any). */
     senderDomains: z.array(domain).default([]),
+    /** Recipient domains routed to this upstream, and only these (empty: any recipient). */
+    recipientDomains: z.array(domain).default([]),
     rateLimit: rate.optional(),
     /** Messages that may start together before rateLimit's even pace applies (default 1). */
     burst: z.number().int().min(1).max(1000).optional(),
