@@ -82,6 +82,8 @@ export const EVENTS = {
   // config, control socket, metrics listener
   retention_swept: { level: ['info', 'debug'], when: 'the hourly sweep of old dead letters and captured messages', metric: 'smarthost_retention_removed_total' },
   retention_failed: { level: 'warn', when: 'a retention sweep failed' },
+  maildrop_error: { level: 'error', when: 'the maildrop folder could not be read or a file taken' },
+  maildrop_discarded: { level: 'warn', when: 'a maildrop file that is no well-formed message was removed' },
   reloaded: { level: 'info', when: 'the config was reloaded' },
   reload_failed: { level: 'error', when: 'a reload was refused, the old config keeps running' },
   reload_restart_needed: { level: 'warn', when: 'a reload changed keys that need a restart' },
@@ -136,6 +138,11 @@ export type RefusalReason = keyof typeof REFUSAL_REASONS;
 export const REFUSAL_REASON_NAMES = Object.keys(REFUSAL_REASONS) as RefusalReason[];
 
 /** The reason's entry; an unknown name (from outside the type system) reads as `refused`. */
+/** Whether a name (from JSON, say) is one of the refusal reasons. */
+export function isRefusalReason(name: unknown): name is RefusalReason {
+  return typeof name === 'string' && Object.hasOwn(REFUSAL_REASONS, name);
+}
+
 export function reasonSpec(reason: string): ReasonSpec {
   return Object.hasOwn(REFUSAL_REASONS, reason)
     ? REFUSAL_REASONS[reason as RefusalReason]

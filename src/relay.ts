@@ -13,12 +13,15 @@ import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
 import { ListenerCertificates, type CertificateReload } from './smtp/cert-reload.js';
 import { ReadinessCheck } from './readiness.js';
-import { Spool } from './spool/spool.js';
+import { Spool, type QueuedMessage } from './spool/spool.js';
 import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
 import { RetentionSweeper } from './spool/retention.js';
+import { ControlRefusal } from './control/protocol.js';
+import { Pickup } from './maildrop/pickup.js';
+import { DROP_NAME } from './maildrop/format.js';
 
 export interface RelayOptions {
   config: Config;
@@ -51,6 +54,8 @@ export class Relay {
   readonly metrics: Metrics | undefined;
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
+  /** Takes up what `smarthost sendmail` leaves in <spool>/maildrop/. */
+  readonly pickup: Pickup;
   private listeners: Listener[] = [];
   /** The listeners' certificate: re-read on reload and when its files change (cert-reload.ts). */
   private readonly certs: ListenerCertificates;
@@ -96,6 +101,20 @@ export class Relay {
     });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
+    this.pickup = new Pickup({
+      spoolDir: config.spool.dir,
+      policy: () => this.current.policy,
+      spool: this.spool,
+      log,
+      // A picked-up message is read from disk for its first attempt (no kept body).
+      accepted: (entry) => this.accepted({ entry }),
+    });
+    // sendmail, once its file is in maildrop/, asks for it to be taken now and waits for the answer.
+    this.control.registerHandler('pickup', (args) => {
+      const name = typeof args.name === 'string' ? args.name : '';
+      if (!DROP_NAME.test(name)) throw new ControlRefusal('pickup: expected the name of a maildrop file');
+      return this.pickup.take(name);
+    });
     this.control.registerHandler('stats', statsHandler(this.traffic));
     this.readiness = new ReadinessCheck({
       spool: this.spool,
@@ -116,6 +135,15 @@ export class Relay {
         processMetrics: true,
       });
     }
+  }
+
+  /** A message is safely on disk (from a listener or the maildrop): to the queue, and counted. */
+  private accepted(queued: QueuedMessage): void {
+    const { entry } = queued;
+    // The item carries a small body: its first attempt need not read the file back.
+    this.queue.enqueue(queued);
+    this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+    this.metrics?.messageAccepted(entry);
   }
 
   private listenerProbes(): ListenerProbe[] {
@@ -239,13 +267,7 @@ export class Relay {
           policy: () => this.current.policy,
           spool: this.spool,
           log,
-          accepted: (queued) => {
-            const { entry } = queued;
-            // The item carries a small body: its first attempt need not read the file back.
-            this.queue.enqueue(queued);
-            this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
-            this.metrics?.messageAccepted(entry);
-          },
+          accepted: (queued) => this.accepted(queued),
           refused: (reason, client, source) => {
             this.traffic.refused(reason, client, source);
             this.metrics?.refused(reason, client, source);
@@ -278,6 +300,8 @@ export class Relay {
     if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
     const resumed = await this.queue.start();
     this.retention.start();
+    // After the queue: what sendmail left while the relay was down goes out now.
+    await this.pickup.start();
     await this.control.listen().catch((err: Error) =>
       log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
         event: 'control_failed',
@@ -361,6 +385,7 @@ export class Relay {
     this.certs.close();
     this.readiness.stop();
     await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
+    await this.pickup.stop();
     // Messages only waiting for an upstream's pace give up their turn (they stay queued).
     this.currentCourier.stopping?.();
     for (const old of this.retiring.keys()) old.stopping?.();

@@ -45,6 +45,16 @@ program.addCommand(queueCommand());
 program.addCommand(upstreamCommand());
 program.addCommand(sendTestCommand());
 program.addCommand(reloadCommand());
+// Listed for --help only: bin/smarthost.js runs `smarthost sendmail …` before commander sees it.
+program
+  .command('sendmail')
+  .description(
+    'the sendmail command for scripts and cron (-t, -i, -f…): see README, "Linux servers and scripts"',
+  )
+  .addHelpText(
+    'after',
+    '\nExample:\n  printf "To: ops@corp.example\\nSubject: hi\\n\\nhello\\n" | smarthost sendmail -t -i',
+  );
 
 // Exit codes: 0 ok, 1 a refused action, 2 a usage error. Commander's own errors (unknown
 // option, missing argument…) are usage errors; commands added with addCommand do not inherit

@@ -226,7 +226,9 @@ export function queueCommand(): Command {
         );
       say('recipients:');
       for (const r of e.recipients)
-        say(`  ${r.status.padEnd(9)} ${r.address}${r.lastReply ? `  (${r.lastReply})` : ''}`);
+        say(
+          `  ${r.status.padEnd(9)} ${r.address}${r.upstream ? ` via ${r.upstream}` : ''}${r.lastReply ? `  (${r.lastReply})` : ''}`,
+        );
       say('headers:');
       say(shown.headers.replace(/^/gm, '  '));
     },

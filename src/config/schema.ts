@@ -234,6 +234,8 @@ const upstream = z
     maxConnections: z.number().int().min(1).max(100).default(5),
     /** Sender domains routed to this upstream (empty: any). */
     senderDomains: z.array(domain).default([]),
+    /** Recipient domains routed to this upstream, and only these (empty: any recipient). */
+    recipientDomains: z.array(domain).default([]),
     rateLimit: rate.optional(),
     /** Messages that may start together before rateLimit's even pace applies (default 1). */
     burst: z.number().int().min(1).max(1000).optional(),
@@ -328,6 +330,11 @@ export const configSchema = z
       { cidr: '::1/128', name: 'localhost6' },
     ]),
     users: z.array(userEntry).default([]),
+    /**
+     * The local source `sendmail`: mail from `smarthost sendmail` (scripts, cron) on this host.
+     * Its policy keys over `defaults:`, as for any source; `enabled: false` refuses it.
+     */
+    sendmail: z.strictObject({ enabled: z.boolean().default(true), ...policyFields }).prefault({}),
     log: z
       .strictObject({
         level: z.enum(levels).default('info'),

@@ -141,6 +141,11 @@ export class PolicyEngine {
   checkMail(client: ClientInfo, sender: string, declaredSize?: number): Source {
     const source = this.sources.resolve(client.ip, client.user);
     if (!source) throw smtpErrors.notAllowed(normaliseIp(client.ip));
+    return this.checkSender(source, sender, declaredSize);
+  }
+
+  /** MAIL FROM for a known source (the listener's, or the local `sendmail`). */
+  checkSender(source: Source, sender: string, declaredSize?: number): Source {
     const problem = routingFormProblem(sender);
     if (problem) throw smtpErrors.badAddress(sender, problem);
     const { policy } = source;

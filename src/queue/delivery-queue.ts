@@ -277,9 +277,18 @@ export class DeliveryQueue extends EventEmitter {
 
   private logAttempt(entry: QueueEntry, results: RecipientResult[], expired: boolean): void {
     const { log } = this.deps;
-    for (const outcome of ['delivered', 'temporary', 'permanent'] as const) {
-      const group = results.filter((r) => r.outcome === outcome);
-      if (!group.length) continue;
+    // One line per outcome and upstream: a message split by recipient domain (routes.ts) names
+    // the upstream of each of its recipients.
+    const groups = new Map<string, RecipientResult[]>();
+    for (const r of results) {
+      const key = `${r.outcome}\0${r.upstream ?? ''}`;
+      const group = groups.get(key);
+      if (group) group.push(r);
+      else groups.set(key, [r]);
+    }
+    const split = new Set(results.map((r) => r.upstream)).size > 1;
+    for (const group of groups.values()) {
+      const outcome = group[0]!.outcome;
       const fields: LogFields = {
         id: entry.id,
         event:
@@ -296,6 +305,7 @@ export class DeliveryQueue extends EventEmitter {
         size: entry.size,
         attempts: entry.attempts,
         upstream: group[0]?.upstream,
+        ...(split ? { to: group.map((r) => r.recipient) } : {}),
         reply: group[0]?.reply,
       };
       if (outcome === 'delivered') log.info('delivered', fields);

@@ -26,7 +26,7 @@ export interface Transaction {
   /** The envelope sender that will leave (after any rewriting). */
   from: string;
   recipients: string[];
-  client: { address: string; helo?: string; user?: string; tls: boolean };
+  client: { address: string; helo?: string; user?: string; tls: boolean; localUid?: number };
   hostname: string;
   sizeLimit: number;
   /** The refusal for a message over sizeLimit (names whose limit it is). */
@@ -56,6 +56,7 @@ export async function receiveMessage(
         tls: tx.client.tls,
         authenticated: Boolean(tx.client.user),
         recipients: tx.recipients,
+        localUid: tx.client.localUid,
       }),
     ],
     edit: (headers) => {
