@@ -10,6 +10,7 @@ import { SmtpError, smtpErrors } from '../smtp/errors.js';
 import { domainOf, matchesAny, routingFormProblem } from './address.js';
 import { AuthFailureTracker, ConnectionCounter, RateLimiter, type Clock } from './limits.js';
 import { SourceResolver, normaliseIp, type Source } from './sources.js';
+import { PolicyTransaction, type SessionFacts } from './transaction.js';
 
 export interface ClientInfo {
   ip: string;
@@ -63,6 +64,11 @@ export class PolicyEngine {
       config.defaults.maxMessageSize ?? 0,
       ...sizes,
     );
+  }
+
+  /** A mail transaction of this session (at MAIL FROM): its `mail()`, `rcpt()` and `receive()`. */
+  begin(facts: SessionFacts): PolicyTransaction {
+    return new PolicyTransaction(this, facts);
   }
 
   /** The source's limit, or the upstream ESP's when that is smaller (no use accepting what can only bounce). */

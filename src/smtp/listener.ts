@@ -1,21 +1,25 @@
-// The listener: only the wiring of smtp-server's callbacks to the stages (policy, rewrite,
-// spool, queue) and the mapping of their typed errors to replies. No policy lives here.
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+// The listener: only the wiring of smtp-server's callbacks to the stages and the mapping of
+// their typed errors to replies. A mail transaction is the policy's (PolicyEngine.begin() →
+// mail(), rcpt(), receive()); DATA is data.ts's; AUTH is auth.ts's; every use of smtp-server's
+// internals is server-adapter.ts's. No policy lives here.
+import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
-import { verifyPassword } from '../policy/passwords.js';
-import { routingFormProblem } from '../policy/address.js';
-import type { Source } from '../policy/sources.js';
-import { planSender, type SenderPlan } from '../rewrite/sender.js';
-import { newQueueId, type QueueEntry } from '../spool/entry.js';
+import type { PolicyTransaction } from '../policy/transaction.js';
+import type { QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
+import { readAddressCommand, type CheckedAddress } from './address-command.js';
+import { authenticate } from './auth.js';
+import { logAccepted, receiveData } from './data.js';
 import { SmtpError, smtpErrors } from './errors.js';
-import { FastGreetingServer } from './fast-greeting.js';
-import { keepOwnEnhancedCodes } from './enhanced-codes.js';
-import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { receiveMessage } from './receive.js';
-import { envelopeFields, watchParameters, type WithParameters } from './esmtp-hook.js';
+import {
+  AdapterServer,
+  connectionCount,
+  openConnections,
+  setMaxSize,
+  type OpenConnection,
+} from './server-adapter.js';
 import type { KeyPair } from './tls.js';
 
 export interface ListenerDeps {
@@ -31,33 +35,16 @@ export interface ListenerDeps {
 }
 
 interface SessionState {
-  source?: Source;
+  /** The transaction since the last MAIL FROM. */
+  tx?: PolicyTransaction;
   /** Counts the connection out of the limits when it closes. */
   release?: () => void;
 }
 
-/** An address as smtp-server hands it to onMailFrom/onRcptTo, with what watchAddresses found. */
-interface CheckedAddress extends WithParameters {
-  address: string;
-  args: Record<string, string | true> | false;
-  /** Set when the address as the client wrote it is in a routing form or malformed. */
-  routingProblem?: string;
-}
-
 type Callback = (err?: Error | null) => void;
 
-/** The part of smtp-server's connection object that a graceful shutdown needs. */
-interface OpenConnection {
-  session?: SMTPServerSession;
-  send(code: number, text: string): void;
-  close(): void;
-}
-
-/** A well-formed hash no password matches: unknown users are checked against it. */
-const UNKNOWN_USER_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
-
 export class Listener {
-  readonly server: SMTPServer;
+  readonly server: AdapterServer;
   private readonly sessions = new Map<string, SessionState>();
   /** Whether STARTTLS is offered and accepted here (`starttls: false` turns off both). */
   private readonly offerStarttls: boolean;
@@ -76,8 +63,7 @@ export class Listener {
       tlsOptions.ciphers = 'DEFAULT:@SECLEVEL=0';
     }
     this.offerStarttls = config.starttls && !config.implicitTls && keyPair !== undefined;
-    // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
-    this.server = new FastGreetingServer({
+    this.server = new AdapterServer({
       ...tlsOptions,
       minVersion: config.tls.minVersion,
       secure: config.implicitTls,
@@ -109,17 +95,16 @@ export class Listener {
         this.sessions.get(session.id)?.release?.();
         this.sessions.delete(session.id);
       },
-      greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
-      // Enhanced status codes on every reply, smtp-server's own included (see enhanced-codes.ts).
+      // Enhanced status codes on every reply, smtp-server's own included (see server-adapter.ts).
       hideENHANCEDSTATUSCODES: false,
-      // RFC 3461 DSN: offered, and its parameters checked and kept (esmtp-hook.ts). REQUIRETLS
-      // is not: the relay cannot promise TLS on every later hop.
+      // RFC 3461 DSN: offered, and its parameters checked and kept (address-command.ts).
+      // REQUIRETLS is not: the relay cannot promise TLS on every later hop.
       hideDSN: false,
       hideREQUIRETLS: true,
-      onConnection: (connection) => {
-        keepOwnEnhancedCodes(connection);
-        this.watchAddresses(connection);
-        watchParameters(connection);
+      hooks: {
+        // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
+        greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
+        addressCommand: readAddressCommand,
       },
     });
     this.server.on('error', (err) =>
@@ -127,12 +112,14 @@ export class Listener {
     );
   }
 
-  /**
-   * A reload's new size limit: smtp-server reads `options.size` afresh for EHLO's SIZE, the MAIL
-   * SIZE= check and the DATA stream, so setting it applies to every later command at once.
-   */
+  /** A reload's new size limit: EHLO's SIZE, the MAIL SIZE= check and DATA use it at once. */
   setMaxSize(bytes: number): void {
-    this.server.options.size = bytes;
+    setMaxSize(this.server, bytes);
+  }
+
+  /** The connections open now (metrics, /healthz). */
+  get connections(): { readonly size: number } {
+    return connectionCount(this.server);
   }
 
   listen(): Promise<void> {
@@ -155,17 +142,13 @@ export class Listener {
     this.server.server.close();
     const deadline = Date.now() + graceMs;
     for (;;) {
-      for (const connection of this.connections()) {
+      for (const connection of openConnections(this.server)) {
         if (!connection.session?.envelope?.mailFrom) this.hangUp(connection);
       }
-      if (this.connections().length === 0 || Date.now() >= deadline) break;
+      if (openConnections(this.server).length === 0 || Date.now() >= deadline) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    for (const connection of this.connections()) this.hangUp(connection);
-  }
-
-  private connections(): OpenConnection[] {
-    return [...(this.server as unknown as { connections: Set<OpenConnection> }).connections];
+    for (const connection of openConnections(this.server)) this.hangUp(connection);
   }
 
   private hangUp(connection: OpenConnection): void {
@@ -179,26 +162,27 @@ export class Listener {
     return state;
   }
 
-  private clientIp(session: SMTPServerSession): string {
-    return session.remoteAddress;
-  }
-
   private refuse(err: SmtpError, session: SMTPServerSession, cb: Callback, source?: string): void {
-    this.deps.refused?.(err.reason, this.clientIp(session), source);
+    this.deps.refused?.(err.reason, session.remoteAddress, source);
     this.deps.log.info('refused', {
       event: 'refused',
       reason: err.reason,
-      client: this.clientIp(session),
+      client: session.remoteAddress,
       source,
       reply: `${err.code} ${err.message}`,
     });
     cb(err);
   }
 
+  private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
+    const smtp = err instanceof SmtpError ? err : smtpErrors.spoolFailed();
+    this.refuse(smtp, session, cb, source);
+  }
+
   private onConnect(session: SMTPServerSession, cb: Callback): void {
     if (this.deps.isShuttingDown()) return this.refuse(smtpErrors.shuttingDown(), session, cb);
     try {
-      this.state(session).release = this.deps.policy().openConnection(this.clientIp(session));
+      this.state(session).release = this.deps.policy().openConnection(session.remoteAddress);
     } catch (err) {
       return this.fail(err, session, cb);
     }
@@ -217,41 +201,7 @@ export class Listener {
   }
 
   private insecureAuthAllowed(session: SMTPServerSession): boolean {
-    return this.deps.policy().insecureAuthAllowed(this.clientIp(session));
-  }
-
-  /**
-   * smtp-server drops a source route (@relay:user@domain) without a word and answers other
-   * malformed addresses with a bare 501. To refuse every routing form with 553 5.1.3 and say
-   * why, this looks at the address as the client wrote it: a routing form or a malformed
-   * address reaches onMailFrom/onRcptTo marked with the problem. test/e2e/policy-hygiene
-   * pins the behaviour, so a change inside smtp-server fails the tests rather than passing.
-   */
-  private watchAddresses(connection: SMTPConnection): void {
-    if (typeof connection._parseAddressCommand !== 'function') return;
-    const parse = connection._parseAddressCommand.bind(connection);
-    connection._parseAddressCommand = (name, command) => {
-      const parsed = parse(name, command);
-      const text = command.toString();
-      const written =
-        text
-          .slice(text.indexOf(':') + 1)
-          .trim()
-          .split(/\s+/)[0] ?? '';
-      const inner = /^<[^<>]*>$/.test(written) ? written.slice(1, -1) : written;
-      let problem = routingFormProblem(inner);
-      if (!problem && !parsed && /^<[^<>]*>$/.test(written)) {
-        // The address alone (without the parameters) fails smtp-server's own syntax check.
-        if (!parse(name, `${name.toUpperCase()}:${written}`)) problem = 'it is not a valid address';
-      }
-      if (!problem) return parsed;
-      const marked: CheckedAddress = {
-        address: inner,
-        args: parsed ? parsed.args : false,
-        routingProblem: problem,
-      };
-      return marked;
-    };
+    return this.deps.policy().insecureAuthAllowed(session.remoteAddress);
   }
 
   private async onAuth(
@@ -262,72 +212,53 @@ export class Listener {
   ): Promise<void> {
     if (!session.secure && !this.insecureAuthAllowed(session))
       return this.refuse(smtpErrors.insecureAuth(), session, cb);
-    const policy = this.deps.policy();
-    try {
-      policy.checkAuthAllowed(this.clientIp(session));
-    } catch (err) {
-      return this.fail(err, session, cb);
-    }
-    const user = policy.sources.user(username);
-    // An unknown user costs the same scrypt as a known one, so timing does not tell them apart.
-    const ok = await verifyPassword(password, user?.password ?? UNKNOWN_USER_HASH).then((v) => v && !!user);
-    if (!ok) {
-      this.deps.log.warn('authentication failed', {
-        event: 'auth_failed',
-        client: this.clientIp(session),
-        user: username,
-      });
-      const lockout = policy.authFailed(this.clientIp(session));
-      if (lockout) {
-        this.deps.log.warn('too many failed logins: address locked out', {
-          event: 'auth_lockout',
-          client: this.clientIp(session),
-          failures: policy.config.limits.maxAuthFailures,
-          window: policy.config.limits.authFailureWindow,
-          lockout: policy.config.limits.authLockout,
-        });
-        return this.refuse(lockout, session, cb);
-      }
-      return this.refuse(smtpErrors.authFailed(), session, cb);
-    }
-    this.deps.log.info('authenticated', { event: 'auth', client: this.clientIp(session), user: username });
-    cb(null, { user: username });
+    const result = await authenticate(
+      this.deps.policy(),
+      this.deps.log,
+      session.remoteAddress,
+      username,
+      password,
+    );
+    if (!result.ok) return this.refuse(result.error, session, cb);
+    cb(null, { user: result.user });
   }
 
   private onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
     if (this.config.requireTls && !session.secure) return this.refuse(smtpErrors.tlsRequired(), session, cb);
-    const { address, args } = checked;
-    const declared = args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined;
+    const state = this.state(session);
+    const tx = this.deps
+      .policy()
+      .begin({ ip: session.remoteAddress, user: session.user, tls: session.secure });
+    state.tx = undefined;
+    const { args } = checked;
     try {
-      const policy = this.deps.policy();
-      const client = { ip: this.clientIp(session), user: session.user };
-      // Who may send comes first: a stranger learns nothing about address syntax.
-      if (checked.routingProblem || checked.parameterProblem) {
-        if (!policy.sources.resolve(client.ip, client.user)) throw smtpErrors.notAllowed(client.ip);
-        if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
-        throw checked.parameterProblem;
-      }
-      const source = policy.checkMail(client, address, declared);
-      this.state(session).source = source;
+      tx.mail({
+        address: checked.address,
+        declaredSize: args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined,
+        routingProblem: checked.routingProblem,
+        parameterProblem: checked.parameterProblem,
+      });
+      state.tx = tx;
       cb();
     } catch (err) {
       // Name the source (when there is one) so a refusal such as a rate limit counts against it.
-      const source = this.deps.policy().sources.resolve(this.clientIp(session), session.user);
-      this.fail(err, session, cb, source?.name);
+      this.fail(err, session, cb, tx.sourceName);
     }
   }
 
   private onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
-    const source = this.state(session).source;
-    if (!source) return this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb);
-    const { address } = checked;
+    const tx = this.state(session).tx;
+    if (!tx?.source) return this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb);
     try {
-      if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
-      if (checked.parameterProblem) throw checked.parameterProblem;
-      this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
+      tx.rcpt({
+        address: checked.address,
+        count: session.envelope.rcptTo.length + 1,
+        routingProblem: checked.routingProblem,
+        parameterProblem: checked.parameterProblem,
+      });
       cb();
     } catch (err) {
-      this.fail(err, session, cb, source.name);
+      this.fail(err, session, cb, tx.source.name);
     }
   }
 
@@ -336,61 +267,29 @@ export class Listener {
     session: SMTPServerSession,
     cb: (err?: Error | null, message?: string) => void,
   ): Promise<void> {
-    const source = this.state(session).source;
-    const policy = this.deps.policy();
-    if (!source) {
+    const tx = this.state(session).tx;
+    if (!tx?.source) {
       stream.resume();
-      stream.on('end', () => this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb));
+      stream.on('end', () => this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb));
       return;
     }
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const sender = planSender(from, source.policy);
-    const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize);
-    const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
+    const plan = tx.receive();
     let entry: QueueEntry;
     try {
-      entry = await receiveMessage(
-        stream as never,
-        {
-          id: newQueueId(),
-          source,
-          originalFrom: from,
-          from: sender.from,
-          editHeaders: sender.editHeaders,
-          recipients: session.envelope.rcptTo.map((r) => r.address),
-          envelope: envelopeFields(session),
-          client: {
-            address: this.clientIp(session),
-            helo: session.hostNameAppearsAs || undefined,
-            user: session.user,
-            tls: session.secure,
-          },
-          hostname: policy.config.hostname,
-          sizeLimit,
-          sizeError,
-        },
-        this.deps.spool,
-      );
+      entry = await receiveData(stream, session, plan, {
+        hostname: this.deps.policy().config.hostname,
+        spool: this.deps.spool,
+        log: this.deps.log,
+      });
     } catch (err) {
-      if (stream.sizeExceeded) return this.fail(sizeError(), session, cb, source.name);
-      if (!(err instanceof SmtpError)) {
-        this.deps.log.error('could not queue a message', {
-          event: 'spool_error',
-          error: (err as Error).message,
-        });
-      } else if (err.reason === 'disk_full' || err.reason === 'spool_error') {
-        this.deps.log.error('could not queue a message', {
-          event: 'spool_error',
-          error: ((err as { cause?: Error }).cause ?? err).message,
-        });
-      }
-      return this.fail(err, session, cb, source.name);
+      return this.fail(err, session, cb, plan.source.name);
     }
     // The message is on disk: the 250 goes out first. The log lines and the hand-over to the
     // queue (which starts the first attempt there and then) would otherwise delay it.
     cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     try {
-      this.afterAccept(entry, source.name, from, sender);
+      logAccepted(this.deps.log, entry, plan);
+      this.deps.accepted(entry);
     } catch (err) {
       // Not lost: it is on disk. If it did not reach the queue, the queue takes it up at its
       // next start, with everything else in the spool.
@@ -400,32 +299,5 @@ export class Listener {
         error: (err as Error).message,
       });
     }
-  }
-
-  private afterAccept(entry: QueueEntry, source: string, from: string, sender: SenderPlan): void {
-    this.deps.log.info('accepted', {
-      id: entry.id,
-      event: 'accepted',
-      client: entry.client.address,
-      source,
-      from: entry.from,
-      recipients: entry.recipients.length,
-      size: entry.size,
-    });
-    if (sender.envelopeRewritten || sender.headerChanges.length) {
-      this.deps.log.info('sender rewritten', {
-        id: entry.id,
-        event: 'sender_rewritten',
-        source,
-        envelope: sender.envelopeRewritten ? { from, to: sender.from } : undefined,
-        headers: sender.headerChanges.length ? sender.headerChanges : undefined,
-      });
-    }
-    this.deps.accepted(entry);
-  }
-
-  private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
-    const smtp = err instanceof SmtpError ? err : smtpErrors.spoolFailed();
-    this.refuse(smtp, session, cb, source);
   }
 }

@@ -1,17 +1,18 @@
-// FastGreetingServer: allowlisted clients are greeted at once, everyone else keeps smtp-server's
-// early-talker check. The first test pins the two library methods fast-greeting.ts re-implements,
-// so a smtp-server upgrade that changes them fails here and the subclass is reviewed again.
+// server-adapter.ts, the one place that uses smtp-server's internals. The first tests pin every
+// internal it relies on, so an smtp-server upgrade that changes one fails here and the adapter
+// is reviewed again. Then: allowlisted clients are greeted at once, everyone else keeps
+// smtp-server's early-talker check.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { FastGreetingServer } from '../../src/smtp/fast-greeting.js';
+import { AdapterServer } from '../../src/smtp/server-adapter.js';
 import { startRelay } from '../helpers/relay.js';
 
 const squash = (source: string) => source.replace(/\s+/g, ' ').trim();
 
-test('smtp-server still has the shape fast-greeting.ts copies (connect and init)', () => {
+test('smtp-server still has the shape server-adapter.ts copies (connect and init)', () => {
   assert.equal(
     squash(SMTPServer.prototype.connect.toString()),
     squash(`connect(socket, socketOptions) {
@@ -21,7 +22,7 @@ test('smtp-server still has the shape fast-greeting.ts copies (connect and init)
         connection.on('connect', data => this._onClientConnect(data));
         connection.init();
     }`),
-    'SMTPServer.prototype.connect changed: review src/smtp/fast-greeting.ts against the new version',
+    'SMTPServer.prototype.connect changed: review src/smtp/server-adapter.ts against the new version',
   );
   assert.equal(
     squash(SMTPConnection.prototype.init.toString()),
@@ -38,11 +39,52 @@ test('smtp-server still has the shape fast-greeting.ts copies (connect and init)
             readyTimer.unref();
         });
     }`),
-    'SMTPConnection.prototype.init changed: review src/smtp/fast-greeting.ts against the new version',
+    'SMTPConnection.prototype.init changed: review src/smtp/server-adapter.ts against the new version',
   );
   for (const method of ['_setListeners', 'connectionReady', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `SMTPConnection.${method} is gone`);
   }
+});
+
+/** The source of a library method, whitespace squashed, to look for what the adapter relies on. */
+function sourceOf(method: unknown): string {
+  assert.equal(typeof method, 'function', 'a method the adapter uses is gone');
+  return squash(String(method));
+}
+
+test('smtp-server still has every internal server-adapter.ts uses', () => {
+  const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
+  // Wrapped per connection: each must still be called through `this`, so the wrapper is used.
+  assert.match(
+    sourceOf(proto._createParser),
+    /parser\.oncommand = \(command, callback\) => this\._onCommand\(command, callback\)/,
+  );
+  assert.match(sourceOf(proto.handler_MAIL), /this\._parseAddressCommand\('mail from', command\)/);
+  assert.match(sourceOf(proto.handler_RCPT), /this\._parseAddressCommand\('rcpt to', command\)/);
+  assert.match(sourceOf(proto._onCloseEvent), /this\._onClose\(\)/);
+  assert.match(sourceOf(proto._parseAddressCommand), /^_parseAddressCommand\(rawName, rawCommand\)/);
+  // send(): a 421 closes the connection; the single write site.
+  assert.match(sourceOf(proto.send), /if \(code === 421\) \{ \/\/ [^}]*this\.close\(\);/);
+  // Whose turn it is (the deadline): the same test smtp-server's own idle timeout makes.
+  assert.match(
+    sourceOf(proto._onTimeout),
+    /this\._handlerPending \|\| \(this\._dataStream && this\._parser && !this\._parser\._dataMode\)/,
+  );
+  // _onCommand: continuation lines go to _nextHandler, nothing runs before the greeting.
+  const onCommand = sourceOf(proto._onCommand);
+  assert.match(onCommand, /if \(this\._upgrading\)/);
+  assert.match(onCommand, /if \(!this\._ready\)/);
+  assert.match(onCommand, /if \(this\._nextHandler\)/);
+  // handler_DATA replies 354 after handing the stream over, and ends by resetting the session.
+  assert.match(sourceOf(proto.handler_DATA), /this\.send\(354, /);
+  // options.size is read afresh by EHLO, MAIL SIZE= and DATA (setMaxSize relies on it).
+  assert.match(sourceOf(proto.handler_EHLO), /this\._server\.options\.size/);
+  assert.match(sourceOf(proto._validateMailParams), /Number\(args\.SIZE\) > this\._server\.options\.size/);
+  assert.match(sourceOf(proto.handler_DATA), /startDataMode\(this\._server\.options\.size\)/);
+  // server.connections is the Set of open connections.
+  const server = new SMTPServer({ logger: false, disabledCommands: ['STARTTLS'] });
+  assert.ok(server.connections instanceof Set);
+  assert.match(sourceOf(proto.close), /this\._server\.connections\.delete\(this\)/);
 });
 
 /**
@@ -93,7 +135,7 @@ function close(server: SMTPServer): Promise<void> {
 }
 
 test('a trusted client is greeted before it speaks; an untrusted early talker gets 421', async (t) => {
-  const server = new FastGreetingServer({
+  const server = new AdapterServer({
     logger: false,
     authOptional: true,
     disabledCommands: ['STARTTLS'],
@@ -101,7 +143,7 @@ test('a trusted client is greeted before it speaks; an untrusted early talker ge
     // As in the relay: no reverse lookup, and onConnect answers at once (the defaults are async).
     onConnect: (_session, cb) => cb(),
     disableReverseLookup: true,
-    greetAtOnce: (ip) => ip === '127.0.0.1',
+    hooks: { greetAtOnce: (ip) => ip === '127.0.0.1' },
   });
   const port = await listen(server);
   t.after(() => close(server));
@@ -116,31 +158,33 @@ test('a trusted client is greeted before it speaks; an untrusted early talker ge
 });
 
 test('without greetAtOnce it behaves like SMTPServer (everyone delayed)', async (t) => {
-  const server = new FastGreetingServer({ logger: false, disabledCommands: ['STARTTLS'], closeTimeout: 100 });
+  const server = new AdapterServer({ logger: false, disabledCommands: ['STARTTLS'], closeTimeout: 100 });
   const port = await listen(server);
   t.after(() => close(server));
   assert.match(await caughtEarlyTalker(port, '127.0.0.1'), /421 .*You talk too soon/);
 });
 
 test('a throwing predicate falls back to the delay, and maxClients still holds for trusted clients', async (t) => {
-  const throwing = new FastGreetingServer({
+  const throwing = new AdapterServer({
     logger: false,
     disabledCommands: ['STARTTLS'],
     closeTimeout: 100,
-    greetAtOnce: () => {
-      throw new Error('boom');
+    hooks: {
+      greetAtOnce: () => {
+        throw new Error('boom');
+      },
     },
   });
   const port1 = await listen(throwing);
   t.after(() => close(throwing));
   assert.match(await caughtEarlyTalker(port1, '127.0.0.1'), /421 .*You talk too soon/);
 
-  const limited = new FastGreetingServer({
+  const limited = new AdapterServer({
     logger: false,
     disabledCommands: ['STARTTLS'],
     closeTimeout: 100,
     maxClients: 1,
-    greetAtOnce: () => true,
+    hooks: { greetAtOnce: () => true },
   });
   const port2 = await listen(limited);
   t.after(() => close(limited));

@@ -1,0 +1,46 @@
+// AUTH: the password check, the failed-login count and its lockout, and what is logged. The
+// listener calls this from smtp-server's onAuth; a refusal comes back as a typed SmtpError.
+import type { Logger } from '../log.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import { verifyPassword } from '../policy/passwords.js';
+import { smtpErrors, type SmtpError } from './errors.js';
+
+/** A well-formed hash no password matches: unknown users are checked against it. */
+const UNKNOWN_USER_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
+
+export type AuthResult = { ok: true; user: string } | { ok: false; error: SmtpError };
+
+export async function authenticate(
+  policy: PolicyEngine,
+  log: Logger,
+  client: string,
+  username: string,
+  password: string,
+): Promise<AuthResult> {
+  try {
+    policy.checkAuthAllowed(client);
+  } catch (err) {
+    return { ok: false, error: err as SmtpError };
+  }
+  const user = policy.sources.user(username);
+  // An unknown user costs the same scrypt as a known one, so timing does not tell them apart.
+  const ok = await verifyPassword(password, user?.password ?? UNKNOWN_USER_HASH).then((v) => v && !!user);
+  if (ok) {
+    log.info('authenticated', { event: 'auth', client, user: username });
+    return { ok: true, user: username };
+  }
+  log.warn('authentication failed', { event: 'auth_failed', client, user: username });
+  const lockout = policy.authFailed(client);
+  if (lockout) {
+    const { limits } = policy.config;
+    log.warn('too many failed logins: address locked out', {
+      event: 'auth_lockout',
+      client,
+      failures: limits.maxAuthFailures,
+      window: limits.authFailureWindow,
+      lockout: limits.authLockout,
+    });
+    return { ok: false, error: lockout };
+  }
+  return { ok: false, error: smtpErrors.authFailed() };
+}
