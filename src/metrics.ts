@@ -27,6 +27,7 @@ export const CONNECTION_REASONS: ReadonlySet<string> = new Set([
   'shutdown',
   'max_connections',
   'max_connections_per_ip',
+  'max_untrusted_connections',
 ]);
 
 /** A refusal reason that means a rate limit was hit (message or recipient rate). */

@@ -72,13 +72,24 @@ export class PolicyTransaction {
     return this.source;
   }
 
-  /** RCPT TO: may this recipient be added. Throws the refusal. */
-  rcpt(command: RcptCommand): void {
+  /**
+   * RCPT TO: may this recipient be added; returns where it is delivered (the address itself, or
+   * bounces.to for the postmaster). Throws the refusal.
+   */
+  rcpt(command: RcptCommand): string {
     const source = this.source;
     if (!source) throw smtpErrors.notAllowed(normaliseIp(this.facts.ip));
-    if (command.routingProblem) throw smtpErrors.badAddress(command.address, command.routingProblem);
     if (command.parameterProblem) throw command.parameterProblem;
+    // RFC 5321 4.5.1: "postmaster" (no domain) and postmaster at our own name are accepted.
+    if (isPostmaster(command.address, this.engine.config.hostname)) {
+      const to = this.engine.config.bounces.to;
+      if (!to) throw smtpErrors.noPostmaster();
+      this.engine.checkRcpt(source, to, command.count, true);
+      return to;
+    }
+    if (command.routingProblem) throw smtpErrors.badAddress(command.address, command.routingProblem);
     this.engine.checkRcpt(source, command.address, command.count);
+    return command.address;
   }
 
   /** Before DATA is read: the sender plan and size limit. Throws when MAIL was never accepted. */
@@ -99,4 +110,10 @@ export class PolicyTransaction {
       sizeError: () => this.engine.sizeError(source, sizeLimit, sender.from),
     };
   }
+}
+
+/** `postmaster`, or `postmaster@` the relay's hostname (any case). */
+export function isPostmaster(address: string, hostname: string): boolean {
+  const lower = address.toLowerCase();
+  return lower === 'postmaster' || lower === `postmaster@${hostname.toLowerCase()}`;
 }

@@ -1,5 +1,6 @@
 // MAIL FROM / RCPT TO as the client wrote them, before smtp-server's own checks (the adapter
-// hands each line here with smtp-server's parser). smtp-server drops a source route without a
+// hands each line here with smtp-server's parser). The path is read whole (envelope-syntax.ts):
+// with or without brackets, a quoted local part with spaces in it. smtp-server drops a source route without a
 // word, answers other malformed addresses and some bad parameters with a bare 501, silently
 // drops others (an empty key) and accepts any unknown one. So this reads the line itself and
 // hands onMailFrom / onRcptTo the address marked with what is wrong (a routing form, a bad
@@ -13,10 +14,10 @@ import type { SmtpError } from './errors.js';
 import {
   checkMailCommand,
   checkRcptCommand,
-  splitCommand,
   type MailParameters,
   type RcptParameters,
 } from './esmtp-params.js';
+import { MAX_PATH, quotedLocalPart, readCommandPath } from './envelope-syntax.js';
 import type { AddressParser, ParsedAddress } from './server-adapter.js';
 
 /** What onMailFrom / onRcptTo receive: smtp-server's parse, with what this module found. */
@@ -27,49 +28,51 @@ export interface CheckedAddress extends ParsedAddress {
   parameterProblem?: SmtpError;
   /** Set when the address as the client wrote it is in a routing form or malformed. */
   routingProblem?: string;
+  /** Where an accepted recipient is delivered, when not to itself (the postmaster). */
+  deliverTo?: string;
 }
 
-/** The address hook: routing forms first, then the parameters. */
+export interface AddressOptions {
+  /** Refuse a path without angle brackets with smtp-server's 501 (`strictEnvelopes: true`). */
+  strict: boolean;
+}
+
+/**
+ * The address hook. smtp-server reads only `<path>` with no space or quote in it, so it is shown
+ * the path in brackets (legacy clients leave them out) and, for a quoted local part, a stand-in
+ * one, which is put back in what it returns. Routing forms are checked first, then parameters.
+ */
 export function readAddressCommand(
   kind: 'MAIL FROM' | 'RCPT TO',
   line: string,
   parse: AddressParser,
   session: SMTPServerSession,
+  options: AddressOptions,
 ): CheckedAddress | false {
+  const name = kind.toLowerCase();
+  const written = readCommandPath(kind, line);
+  // Nothing readable (an unclosed bracket or quote, a parameter run into the path): smtp-server
+  // would not read it either, and answers 501.
+  if (!written || (!written.bracketed && options.strict)) return false;
+  const quoted = quotedLocalPart(written.path);
+  const shown = quoted ? `q@${quoted.domain}` : written.path;
+  const library = (params: string): CheckedAddress | false => {
+    const parsed = parse(name, `${kind}:<${shown}>${params ? ` ${params}` : ''}`);
+    if (!parsed || !quoted) return parsed;
+    return { ...parsed, address: `${quoted.local}@${parsed.address.slice(parsed.address.indexOf('@') + 1)}` };
+  };
+  const parsed = library(written.rest);
+  let problem = routingFormProblem(written.path);
+  if (!problem && written.path.length > MAX_PATH - 2)
+    problem = `it is longer than ${MAX_PATH - 2} characters`;
+  // The address alone (without the parameters) fails smtp-server's own syntax check.
+  if (!problem && !parsed && !library('')) problem = 'it is not a valid address';
+  if (problem) return { address: written.path, args: parsed ? parsed.args : false, routingProblem: problem };
+
   const smtpUtf8 = Boolean((session.envelope as { smtpUtf8?: boolean } | undefined)?.smtpUtf8);
-  return withParameters(kind, line, (name, text) => withRoutingCheck(name, text, parse), smtpUtf8);
-}
-
-/** A routing form or a malformed address reaches onMailFrom / onRcptTo marked with the problem. */
-function withRoutingCheck(name: string, command: string, parse: AddressParser): CheckedAddress | false {
-  const parsed = parse(name, command);
-  const written =
-    command
-      .slice(command.indexOf(':') + 1)
-      .trim()
-      .split(/\s+/)[0] ?? '';
-  const inner = /^<[^<>]*>$/.test(written) ? written.slice(1, -1) : written;
-  let problem = routingFormProblem(inner);
-  if (!problem && !parsed && /^<[^<>]*>$/.test(written)) {
-    // The address alone (without the parameters) fails smtp-server's own syntax check.
-    if (!parse(name, `${name.toUpperCase()}:${written}`)) problem = 'it is not a valid address';
-  }
-  if (!problem) return parsed;
-  return { address: inner, args: parsed ? parsed.args : false, routingProblem: problem };
-}
-
-/** The parameters read (or the refusal to send) added to the address. */
-function withParameters(
-  kind: 'MAIL FROM' | 'RCPT TO',
-  text: string,
-  parse: (name: string, line: string) => CheckedAddress | false,
-  smtpUtf8: boolean,
-): CheckedAddress | false {
-  const parsed = parse(kind.toLowerCase(), text);
-  if (text.split(':')[0]!.trim().toUpperCase() !== kind) return parsed;
-  const checked = kind === 'MAIL FROM' ? checkMailCommand(text) : checkRcptCommand(text, smtpUtf8);
+  const checked = kind === 'MAIL FROM' ? checkMailCommand(line) : checkRcptCommand(line, smtpUtf8);
   if (checked.ok) {
-    if (!parsed) return parsed;
+    if (!parsed) return false;
     const extra: Partial<CheckedAddress> =
       kind === 'MAIL FROM'
         ? { mailParameters: checked.value as MailParameters }
@@ -78,8 +81,7 @@ function withParameters(
   }
   // A bad parameter can make smtp-server refuse the whole line (control characters in an
   // xtext value): the address alone then says whether it is the address that is wrong.
-  const written = splitCommand(text).address;
-  const address = parsed || parse(kind.toLowerCase(), `${kind}:<${written}>`);
+  const address = parsed || library('');
   if (!address) return false;
   return { ...address, args: false, duplicate: undefined, parameterProblem: checked.error };
 }
@@ -98,7 +100,7 @@ export function envelopeOf(session: SMTPServerSession): {
   const perRecipient: Partial<RecipientState>[] = [];
   const seen = new Set<string>();
   for (const r of session.envelope.rcptTo as CheckedAddress[]) {
-    const address = r.address;
+    const address = r.deliverTo ?? r.address;
     if (seen.has(address.toLowerCase())) continue;
     seen.add(address.toLowerCase());
     recipients.push(address);

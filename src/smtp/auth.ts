@@ -18,7 +18,7 @@ export async function authenticate(
   password: string,
 ): Promise<AuthResult> {
   try {
-    policy.checkAuthAllowed(client);
+    policy.checkAuthAllowed(client, username);
   } catch (err) {
     return { ok: false, error: err as SmtpError };
   }
@@ -29,13 +29,14 @@ export async function authenticate(
     log.info('authenticated', { event: 'auth', client, user: username });
     return { ok: true, user: username };
   }
-  log.warn('authentication failed', { event: 'auth_failed', client, user: username });
-  const lockout = policy.authFailed(client);
+  log.warn('authentication failed', { event: 'auth_failed', client, user: loggableUsername(username) });
+  const lockout = policy.authFailed(client, username);
   if (lockout) {
     const { limits } = policy.config;
-    log.warn('too many failed logins: address locked out', {
+    log.warn('too many failed logins: locked out of AUTH', {
       event: 'auth_lockout',
       client,
+      user: loggableUsername(username),
       failures: limits.maxAuthFailures,
       window: limits.authFailureWindow,
       lockout: limits.authLockout,
@@ -43,4 +44,26 @@ export async function authenticate(
     return { ok: false, error: lockout };
   }
   return { ok: false, error: smtpErrors.authFailed() };
+}
+
+/** The longest failed username written to the log as it was given. */
+export const MAX_LOGGED_USERNAME = 64;
+
+/**
+ * A username a client tried, as the log shows it: cut to MAX_LOGGED_USERNAME characters (the
+ * length said), control characters escaped, so a guess can neither flood nor forge log lines.
+ */
+export function loggableUsername(name: string): string {
+  const cut = name.length > MAX_LOGGED_USERNAME ? name.slice(0, MAX_LOGGED_USERNAME) : name;
+  const escaped = cut.replace(
+    // eslint-disable-next-line no-control-regex
+    /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g,
+    (c) => {
+      const code = c.charCodeAt(0);
+      return code > 0xff
+        ? `\\u${code.toString(16).padStart(4, '0')}`
+        : `\\x${code.toString(16).padStart(2, '0')}`;
+    },
+  );
+  return name.length > MAX_LOGGED_USERNAME ? `${escaped}... (${name.length} characters)` : escaped;
 }

@@ -2,10 +2,11 @@
 // their typed errors to replies. A mail transaction is the policy's (PolicyEngine.begin() →
 // mail(), rcpt(), receive()); DATA is data.ts's; AUTH is auth.ts's; every use of smtp-server's
 // internals is server-adapter.ts's. No policy lives here.
-import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { ConnectionSlot } from '../policy/limits.js';
 import type { PolicyTransaction } from '../policy/transaction.js';
 import type { QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
@@ -13,14 +14,17 @@ import { readAddressCommand, type CheckedAddress } from './address-command.js';
 import { authenticate } from './auth.js';
 import { logAccepted, receiveData } from './data.js';
 import { SmtpError, smtpErrors } from './errors.js';
+import { deadlineError, deadlineFor, idleBackstop, tlsFailure, type ServerError } from './session-limits.js';
 import {
   AdapterServer,
   connectionCount,
   openConnections,
+  setIdleTimeout,
   setMaxSize,
   type OpenConnection,
+  type Reply,
 } from './server-adapter.js';
-import type { KeyPair } from './tls.js';
+import { listenerTlsOptions, refuseRenegotiation, type KeyPair } from './tls.js';
 
 export interface ListenerDeps {
   /** The policy in force now; swapped whole on reload, read afresh for every transaction. */
@@ -37,8 +41,10 @@ export interface ListenerDeps {
 interface SessionState {
   /** The transaction since the last MAIL FROM. */
   tx?: PolicyTransaction;
-  /** Counts the connection out of the limits when it closes. */
-  release?: () => void;
+  /** The connection's slot in the limits: released when it closes, trusted once it logs in. */
+  slot?: ConnectionSlot;
+  /** Commands refused in this session (counted for untrusted clients only). */
+  refusals: number;
 }
 
 type Callback = (err?: Error | null) => void;
@@ -48,6 +54,8 @@ export class Listener {
   private readonly sessions = new Map<string, SessionState>();
   /** Whether STARTTLS is offered and accepted here (`starttls: false` turns off both). */
   private readonly offerStarttls: boolean;
+  /** TLS errors already logged (smtp-server may report one failure more than once). */
+  private readonly tlsFailures = new WeakSet<Error>();
 
   constructor(
     readonly config: ListenerConfig,
@@ -56,23 +64,17 @@ export class Listener {
     keyPair: KeyPair | undefined,
     options: { maxSize: number; maxClients: number; closeTimeout: number },
   ) {
-    const tlsOptions: Partial<SMTPServerOptions> = keyPair ? { key: keyPair.key, cert: keyPair.cert } : {};
-    if (config.tls.minVersion === 'TLSv1' || config.tls.minVersion === 'TLSv1.1') {
-      // OpenSSL 3 refuses TLS 1.0/1.1 at its default security level; lower it for this
-      // listener only, which the admin opted into for old printers.
-      tlsOptions.ciphers = 'DEFAULT:@SECLEVEL=0';
-    }
     this.offerStarttls = config.starttls && !config.implicitTls && keyPair !== undefined;
     this.server = new AdapterServer({
-      ...tlsOptions,
-      minVersion: config.tls.minVersion,
+      ...listenerTlsOptions(config, keyPair),
       secure: config.implicitTls,
       hideSTARTTLS: !this.offerStarttls,
       // Not offered is not enough: without this smtp-server would still answer STARTTLS (with
       // its built-in certificate when the relay made none).
       disabledCommands: this.offerStarttls ? [] : ['STARTTLS'],
       name: hostname,
-      banner: 'smarthost ESMTP ready',
+      // smtp-server writes "<name> ESMTP <banner>": one ESMTP, as RFC 5321 4.3.1 expects.
+      banner: 'smarthost ready',
       size: options.maxSize,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
@@ -86,15 +88,20 @@ export class Listener {
       closeTimeout: options.closeTimeout,
       logger: false,
       onConnect: (session, cb) => this.onConnect(session, cb),
-      onSecure: (_socket, session, cb) => this.onSecure(session, cb),
+      onSecure: (socket, session, cb) => {
+        refuseRenegotiation(socket);
+        this.onSecure(session, cb);
+      },
       onAuth: (auth, session, cb) => void this.onAuth(auth.username ?? '', auth.password ?? '', session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address as CheckedAddress, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address as CheckedAddress, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onClose: (session) => {
-        this.sessions.get(session.id)?.release?.();
+        this.sessions.get(session.id)?.slot?.();
         this.sessions.delete(session.id);
       },
+      // smtp-server's idle timeout (any byte resets it) is only a backstop behind the deadlines.
+      socketTimeout: idleBackstop(deps.policy()),
       // Enhanced status codes on every reply, smtp-server's own included (see server-adapter.ts).
       hideENHANCEDSTATUSCODES: false,
       // RFC 3461 DSN: offered, and its parameters checked and kept (address-command.ts).
@@ -104,17 +111,78 @@ export class Listener {
       hooks: {
         // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
         greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
-        addressCommand: readAddressCommand,
+        addressCommand: (kind, line, parse, session) =>
+          readAddressCommand(kind, line, parse, session, { strict: config.strictEnvelopes }),
+        beforeCommand: (name, session) => this.beforeCommand(name, session),
+        afterReply: (code, session) => this.afterReply(code, session),
+        deadline: (phase, session) => this.deadline(phase, session),
+        expired: (phase, session) => this.expired(phase, session),
       },
     });
-    this.server.on('error', (err) =>
-      deps.log.error('listener error', { event: 'listener_error', error: err.message }),
-    );
+    this.server.on('error', (err) => this.onServerError(err));
   }
 
-  /** A reload's new size limit: EHLO's SIZE, the MAIL SIZE= check and DATA use it at once. */
+  /** TLS handshake failures are logged once each, with the client; anything else as an error. */
+  private onServerError(err: ServerError): void {
+    const tls = tlsFailure(err);
+    if (!tls) {
+      this.deps.log.error('listener error', { event: 'listener_error', error: err.message });
+      return;
+    }
+    if (this.tlsFailures.has(err)) return;
+    this.tlsFailures.add(err);
+    this.deps.log.warn('TLS handshake failed', { event: 'tls_failed', ...tls });
+  }
+
+  /**
+   * AUTH before STARTTLS where AUTH needs TLS: 530 5.7.0, as Postfix says it (AUTH is not
+   * offered then, and smtp-server itself would answer "500 command not recognized").
+   */
+  private beforeCommand(name: string, session: SMTPServerSession): Reply | undefined {
+    if (name !== 'AUTH' || session.secure || this.insecureAuthAllowed(session)) return undefined;
+    const err = this.offerStarttls ? smtpErrors.authBeforeStarttls() : smtpErrors.insecureAuth();
+    this.note(err, session);
+    return { code: err.code, message: err.message };
+  }
+
+  /**
+   * A reload's new size limit: EHLO's SIZE, the MAIL SIZE= check and DATA use it at once (and
+   * the idle backstop follows the new timeouts; the deadlines read the policy each time).
+   */
   setMaxSize(bytes: number): void {
     setMaxSize(this.server, bytes);
+    setIdleTimeout(this.server, idleBackstop(this.deps.policy()));
+  }
+
+  /**
+   * A client neither allowlisted nor logged in has each refused command (4xx and 5xx replies)
+   * counted; at limits.maxRefusedCommands it is told so with 421 and cut off. An accepted
+   * message starts the count afresh. Devices are not counted: cutting one off could only lose
+   * its mail (its rates are limited by its source's policy).
+   */
+  private afterReply(code: number, session: SMTPServerSession): Reply | undefined {
+    if (code < 400 || this.trusted(session)) return undefined;
+    const state = this.state(session);
+    state.refusals += 1;
+    const max = this.deps.policy().config.limits.maxRefusedCommands;
+    if (state.refusals < max) return undefined;
+    const err = smtpErrors.tooManyRefusedCommands(max);
+    this.note(err, session, state.tx?.sourceName);
+    return { code: err.code, message: err.message };
+  }
+
+  private deadline(phase: 'command' | 'data', session: SMTPServerSession): number {
+    return deadlineFor(this.deps.policy(), phase, this.trusted(session));
+  }
+
+  private expired(phase: 'command' | 'data', session: SMTPServerSession): Reply {
+    const err = deadlineError(this.deps.policy(), phase, this.trusted(session));
+    this.note(err, session, this.state(session).tx?.sourceName);
+    return { code: err.code, message: err.message };
+  }
+
+  private trusted(session: SMTPServerSession): boolean {
+    return this.deps.policy().isTrusted(session.remoteAddress, session.user);
   }
 
   /** The connections open now (metrics, /healthz). */
@@ -158,11 +226,17 @@ export class Listener {
 
   private state(session: SMTPServerSession): SessionState {
     let state = this.sessions.get(session.id);
-    if (!state) this.sessions.set(session.id, (state = {}));
+    if (!state) this.sessions.set(session.id, (state = { refusals: 0 }));
     return state;
   }
 
   private refuse(err: SmtpError, session: SMTPServerSession, cb: Callback, source?: string): void {
+    this.note(err, session, source);
+    cb(err);
+  }
+
+  /** A refusal, for the log and the metrics. */
+  private note(err: SmtpError, session: SMTPServerSession, source?: string): void {
     this.deps.refused?.(err.reason, session.remoteAddress, source);
     this.deps.log.info('refused', {
       event: 'refused',
@@ -171,7 +245,6 @@ export class Listener {
       source,
       reply: `${err.code} ${err.message}`,
     });
-    cb(err);
   }
 
   private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
@@ -182,7 +255,7 @@ export class Listener {
   private onConnect(session: SMTPServerSession, cb: Callback): void {
     if (this.deps.isShuttingDown()) return this.refuse(smtpErrors.shuttingDown(), session, cb);
     try {
-      this.state(session).release = this.deps.policy().openConnection(session.remoteAddress);
+      this.state(session).slot = this.deps.policy().openConnection(session.remoteAddress);
     } catch (err) {
       return this.fail(err, session, cb);
     }
@@ -220,6 +293,8 @@ export class Listener {
       password,
     );
     if (!result.ok) return this.refuse(result.error, session, cb);
+    // Logged in: it no longer takes one of the untrusted clients' slots.
+    this.state(session).slot?.trust();
     cb(null, { user: result.user });
   }
 
@@ -250,12 +325,13 @@ export class Listener {
     const tx = this.state(session).tx;
     if (!tx?.source) return this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb);
     try {
-      tx.rcpt({
+      const to = tx.rcpt({
         address: checked.address,
         count: session.envelope.rcptTo.length + 1,
         routingProblem: checked.routingProblem,
         parameterProblem: checked.parameterProblem,
       });
+      if (to !== checked.address) checked.deliverTo = to;
       cb();
     } catch (err) {
       this.fail(err, session, cb, tx.source.name);
@@ -286,6 +362,7 @@ export class Listener {
     }
     // The message is on disk: the 250 goes out first. The log lines and the hand-over to the
     // queue (which starts the first attempt there and then) would otherwise delay it.
+    this.state(session).refusals = 0;
     cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     try {
       logAccepted(this.deps.log, entry, plan);

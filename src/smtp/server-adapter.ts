@@ -8,8 +8,9 @@
 // - SMTPServer.connect() and SMTPConnection.init(), re-implemented without init()'s fixed 100 ms
 //   early-talker timer for trusted clients (a device opening one connection per message is
 //   otherwise capped at about ten a second); others keep the delay and "421 You talk too soon".
-// - server.connections (the open connections) and server.options.size (read afresh by EHLO's
-//   SIZE, the MAIL SIZE= check and DATA, so setting it applies a reload at once).
+// - server.connections (the open connections), server.options.size (read afresh by EHLO's
+//   SIZE, the MAIL SIZE= check and DATA, so setting it applies a reload at once) and
+//   server.options.socketTimeout (read afresh whenever the idle timer is armed).
 // - connection.send(), wrapped: our replies keep the enhanced code they name, the library's get
 //   its own; each reply goes to the hooks (refused-command count, deadlines).
 // - connection._parseAddressCommand(), wrapped: the address hook sees MAIL FROM / RCPT TO as the
@@ -54,10 +55,12 @@ export interface AdapterHooks {
   /** After each reply to the client: a reply returned is sent next and the connection closed. */
   afterReply?: (code: number, session: SMTPServerSession) => Reply | undefined;
   /**
-   * How long the client has, from our last reply, for its next complete command line, or for
-   * the whole message after 354; bytes trickled in do not extend it. Undefined: no deadline.
+   * How long (ms) the client has, from our last reply, for its next complete command line, or
+   * for the whole message after 354; bytes trickled in do not extend it. No hook: no deadline.
    */
-  deadline?: (phase: 'command' | 'data', session: SMTPServerSession) => Reply & { ms: number };
+  deadline?: (phase: 'command' | 'data', session: SMTPServerSession) => number;
+  /** The 421 for a deadline passed (the connection is closed after it). */
+  expired?: (phase: 'command' | 'data', session: SMTPServerSession) => Reply;
 }
 
 export interface AdapterServerOptions extends SMTPServerOptions {
@@ -126,6 +129,14 @@ export function openConnections(server: SMTPServer): OpenConnection[] {
 /** How many connections are open now (metrics, /healthz). */
 export function connectionCount(server: SMTPServer): { readonly size: number } {
   return server.connections;
+}
+
+/**
+ * smtp-server's own idle timeout (any byte resets it), read afresh each time it is armed; a
+ * backstop behind the deadlines, which bytes do not move.
+ */
+export function setIdleTimeout(server: SMTPServer, ms: number): void {
+  server.options.socketTimeout = ms;
 }
 
 /** A reload's new size limit, for every later EHLO, MAIL SIZE= and DATA at once. */
@@ -225,10 +236,10 @@ class Deadline {
   }
 
   private arm(phase: 'command' | 'data'): void {
-    const limit = this.hooks.deadline!(phase, this.connection.session);
+    const ms = this.hooks.deadline!(phase, this.connection.session);
     const round = ++this.round;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.expired(round, phase), limit.ms);
+    this.timer = setTimeout(() => this.expired(round, phase), ms);
     this.timer.unref();
   }
 
@@ -239,9 +250,9 @@ class Deadline {
     const parser = c._parser;
     const ourTurn = c._handlerPending || (c._dataStream && parser && !parser._dataMode);
     if (ourTurn) return this.arm(phase);
-    const limit = this.hooks.deadline!(phase, c.session);
+    const reply = this.hooks.expired?.(phase, c.session) ?? { code: 421, message: '4.4.2 Timeout' };
     this.stop();
     // smtp-server closes the connection after any 421 it sends.
-    this.send(421, limit.message);
+    this.send(421, reply.message);
   }
 }
