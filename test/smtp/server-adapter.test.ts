@@ -214,3 +214,104 @@ test('the relay greets its allowlist at once and keeps the early-talker check fo
   const outsider = await caughtEarlyTalker(relay.port, '127.0.0.2');
   assert.match(outsider, /421 .*You talk too soon/, outsider);
 });
+
+/** Writes each line (CRLF added) after the previous reply; resolves every reply, greeting first. */
+function converse(port: number, lines: string[]): Promise<string[]> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const replies: string[] = [];
+    let buffer = '';
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(replies));
+    socket.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('latin1');
+      let end: number;
+      while ((end = buffer.indexOf('\r\n')) !== -1) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (/^\d{3}-/.test(line)) continue;
+        replies.push(line);
+        const next = lines.shift();
+        if (next === undefined) socket.end();
+        else socket.write(`${next}\r\n`);
+      }
+    });
+  });
+}
+
+test('the hooks: address lines as written, an answer before smtp-server, a hang-up after a reply', async (t) => {
+  const seen: string[] = [];
+  let replies = 0;
+  const server = new AdapterServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    disableReverseLookup: true,
+    onConnect: (_session, cb) => cb(),
+    hooks: {
+      greetAtOnce: () => true,
+      addressCommand: (kind, line, parse) => {
+        seen.push(`${kind}|${line}`);
+        return parse(kind.toLowerCase(), line.replace(/:(\S+@\S+)$/, ':<$1>'));
+      },
+      beforeCommand: (name) => (name === 'VRFY' ? { code: 502, message: '5.5.1 not here' } : undefined),
+      afterReply: (code) =>
+        code >= 500 && ++replies >= 2 ? { code: 421, message: '4.7.0 enough' } : undefined,
+    },
+  });
+  const port = await listen(server);
+  t.after(() => close(server));
+  const got = await converse(port, ['EHLO a.test', 'MAIL FROM:a@b.example', 'VRFY x', 'NOPE', 'NOOP']);
+  assert.deepEqual(seen, ['MAIL FROM|MAIL FROM:a@b.example']);
+  assert.match(got[2] ?? '', /^250 /, 'the hook can rewrite what smtp-server reads');
+  assert.equal(got[3], '502 5.5.1 not here');
+  assert.match(got[4] ?? '', /^500 /);
+  assert.equal(got[5], '421 4.7.0 enough');
+  assert.equal(got.length, 6, 'closed after the 421');
+});
+
+test('the deadline: trickled bytes do not extend it; a complete line does', async (t) => {
+  const server = new AdapterServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    disableReverseLookup: true,
+    onConnect: (_session, cb) => cb(),
+    hooks: {
+      greetAtOnce: () => true,
+      deadline: () => 600,
+      expired: () => ({ code: 421, message: '4.4.2 too slow' }),
+    },
+  });
+  const port = await listen(server);
+  t.after(() => close(server));
+  const text = await new Promise<string>((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let got = '';
+    socket.on('error', () => undefined);
+    const drip = setInterval(() => socket.write('N'), 100);
+    const guard = setTimeout(() => socket.destroy(), 10_000);
+    socket.on('data', (chunk: Buffer) => (got += chunk.toString('latin1')));
+    socket.on('close', () => {
+      clearInterval(drip);
+      clearTimeout(guard);
+      resolve(got);
+    });
+  });
+  assert.match(text, /421 4\.4\.2 too slow/);
+  // Whole commands, each within the deadline, keep the session beyond it.
+  const lines = ['NOOP', 'NOOP', 'NOOP', 'NOOP'];
+  const socket = net.connect({ host: '127.0.0.1', port });
+  let got = '';
+  socket.on('data', (chunk: Buffer) => (got += chunk.toString('latin1')));
+  await new Promise((resolve) => socket.once('data', resolve));
+  for (const line of lines) {
+    socket.write(`${line}\r\n`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  socket.destroy();
+  assert.equal(got.match(/^250 /gm)?.length, 4, got);
+  assert.doesNotMatch(got, /421/);
+});
