@@ -34,7 +34,7 @@ export interface RelayOptions {
 function probeOf(listener: Listener): ListenerProbe {
   return {
     name: `${listener.config.host}:${listener.config.port}`,
-    connections: listener.server.connections,
+    connections: listener.connections,
     tcp: listener.server.server,
   };
 }

@@ -145,6 +145,8 @@ const listener = z.strictObject({
   starttls: z.boolean().default(true),
   /** Read a PROXY protocol header (HAProxy, cloud load balancers) for the client's real address. */
   proxyProtocol: z.boolean().default(false),
+  /** Refuse MAIL FROM:addr / RCPT TO:addr without angle brackets (501), as RFC 5321 has it. */
+  strictEnvelopes: z.boolean().default(false),
   tls: z
     .strictObject({
       minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
@@ -314,8 +316,26 @@ export const configSchema = z
         maxAuthFailures: z.number().int().min(1).default(5),
         authFailureWindow: duration.prefault('10m'),
         authLockout: duration.prefault('15m'),
+        /**
+         * Connections from clients neither allowlisted nor logged in, over all listeners; the
+         * rest of maxConnections stays for devices. Default: a quarter of maxConnections.
+         */
+        maxUntrustedConnections: z.number().int().min(1).optional(),
+        /** Refused commands in a session of an untrusted client before a 421 (devices are not cut off). */
+        maxRefusedCommands: z.number().int().min(1).default(10),
+        /** How long a trusted client has for each complete command line (RFC 5321: 5 min). */
+        commandTimeout: duration.prefault('5m'),
+        /** The same for a client neither allowlisted nor logged in. */
+        untrustedCommandTimeout: duration.prefault('30s'),
+        /** How long a client has to send a whole message after DATA's 354. */
+        dataTimeout: duration.prefault('10m'),
       })
-      .prefault({}),
+      .prefault({})
+      .transform((limits) => ({
+        ...limits,
+        maxUntrustedConnections:
+          limits.maxUntrustedConnections ?? Math.max(1, Math.floor(limits.maxConnections / 4)),
+      })),
     bounces: z
       .strictObject({
         to: email.optional(),
@@ -361,6 +381,13 @@ export const configSchema = z
         code: 'custom',
         path: ['upstreams'],
         message: 'use either upstream or upstreams, not both',
+      });
+    }
+    if (config.limits.maxUntrustedConnections > config.limits.maxConnections) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['limits', 'maxUntrustedConnections'],
+        message: `must not be larger than limits.maxConnections (${config.limits.maxConnections})`,
       });
     }
     const seen = new Set<string>();

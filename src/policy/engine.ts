@@ -8,8 +8,15 @@
 import type { Config } from '../config/load.js';
 import { SmtpError, smtpErrors } from '../smtp/errors.js';
 import { domainOf, matchesAny, routingFormProblem } from './address.js';
-import { AuthFailureTracker, ConnectionCounter, RateLimiter, type Clock } from './limits.js';
+import {
+  AuthFailureTracker,
+  ConnectionCounter,
+  RateLimiter,
+  type Clock,
+  type ConnectionSlot,
+} from './limits.js';
 import { SourceResolver, normaliseIp, type Source } from './sources.js';
+import { PolicyTransaction, type SessionFacts } from './transaction.js';
 
 export interface ClientInfo {
   ip: string;
@@ -21,12 +28,16 @@ export class PolicyState {
   readonly messageRate: RateLimiter;
   readonly recipientRate: RateLimiter;
   readonly connections = new ConnectionCounter();
+  /** Failed logins per client address. */
   readonly authFailures: AuthFailureTracker;
+  /** Failed logins per username, from any address (guesses spread over many addresses). */
+  readonly userAuthFailures: AuthFailureTracker;
 
   constructor(readonly clock: Clock = Date.now) {
     this.messageRate = new RateLimiter(clock);
     this.recipientRate = new RateLimiter(clock);
     this.authFailures = new AuthFailureTracker(clock);
+    this.userAuthFailures = new AuthFailureTracker(clock);
   }
 }
 
@@ -65,6 +76,11 @@ export class PolicyEngine {
     );
   }
 
+  /** A mail transaction of this session (at MAIL FROM): its `mail()`, `rcpt()` and `receive()`. */
+  begin(facts: SessionFacts): PolicyTransaction {
+    return new PolicyTransaction(this, facts);
+  }
+
   /** The source's limit, or the upstream ESP's when that is smaller (no use accepting what can only bounce). */
   messageSizeLimit(source: Source, sender?: string): number {
     const own = source.policy.maxMessageSize ?? this.config.limits.maxMessageSize;
@@ -85,50 +101,85 @@ export class PolicyEngine {
   }
 
   /**
-   * A new connection: refused when the relay or this address has too many open, or the address
-   * is locked out after failed logins. On success returns the function to call when it closes.
+   * A new connection: refused when the relay, this address or the untrusted clients (neither
+   * allowlisted nor logged in: `trusted` false) have too many open, or when an untrusted
+   * address is locked out after failed logins (it could do nothing here). An allowlisted
+   * address is never refused for failed logins: a lockout blocks AUTH only. On success returns
+   * the slot, to release when the connection closes (and to trust() once its client logs in).
    */
-  openConnection(ip: string): () => void {
-    this.checkAuthAllowed(ip);
+  openConnection(ip: string): ConnectionSlot {
     const address = normaliseIp(ip);
+    const trusted = this.sources.byAddress(address) !== undefined;
+    if (!trusted) this.checkAuthAllowed(address);
     const { limits } = this.config;
-    if (this.state.connections.total >= limits.maxConnections)
+    const connections = this.state.connections;
+    if (connections.total >= limits.maxConnections)
       throw smtpErrors.tooManyConnections(limits.maxConnections);
-    if (this.state.connections.from(address) >= limits.maxConnectionsPerIp)
+    if (!trusted && connections.untrusted >= limits.maxUntrustedConnections)
+      throw smtpErrors.tooManyUntrustedConnections(limits.maxUntrustedConnections);
+    if (connections.from(address) >= limits.maxConnectionsPerIp)
       throw smtpErrors.tooManyConnectionsFromIp(address, limits.maxConnectionsPerIp);
-    return this.state.connections.open(address);
+    return connections.open(address, trusted);
   }
 
-  /** Before checking a password: refused while the address is locked out. */
-  checkAuthAllowed(ip: string): void {
-    const address = normaliseIp(ip);
-    const lockedFor = this.state.authFailures.lockedFor(address);
-    if (lockedFor > 0) {
-      const { limits } = this.config;
-      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
-    }
+  /** Whether the client is allowlisted or logged in (it gets the trusted limits and timeouts). */
+  isTrusted(ip: string, user?: string): boolean {
+    return Boolean(user) || this.sources.byAddress(ip) !== undefined;
   }
 
   /**
-   * A failed login. Returns the lockout error when this failure locks the address out (the
-   * caller replies with it and logs it), else undefined.
+   * Before checking a password: refused while the address or the username is locked out. An
+   * allowlisted address gets 454 and keeps its connection (its mail goes on); a stranger 421.
    */
-  authFailed(ip: string): SmtpError | undefined {
+  checkAuthAllowed(ip: string, username?: string): void {
     const address = normaliseIp(ip);
     const { limits } = this.config;
-    const locked = this.state.authFailures.fail(address, {
+    const lockedFor = this.state.authFailures.lockedFor(address);
+    if (lockedFor > 0)
+      throw smtpErrors.authLockedOut(
+        address,
+        lockedFor,
+        limits.maxAuthFailures,
+        limits.authFailureWindow,
+        this.lockoutCode(address),
+      );
+    const userLockedFor =
+      username === undefined ? 0 : this.state.userAuthFailures.lockedFor(userKey(username));
+    if (userLockedFor > 0)
+      throw smtpErrors.userLockedOut(userLockedFor, limits.maxAuthFailures, limits.authFailureWindow);
+  }
+
+  /**
+   * A failed login, counted for the address and for the username. Returns the lockout error
+   * when this failure locks either out (the caller replies with it and logs it), else undefined.
+   */
+  authFailed(ip: string, username?: string): SmtpError | undefined {
+    const address = normaliseIp(ip);
+    const { limits } = this.config;
+    const settings = {
       maxFailures: limits.maxAuthFailures,
       windowMs: limits.authFailureWindow,
       lockoutMs: limits.authLockout,
-    });
-    return locked
-      ? smtpErrors.authLockedOut(
-          address,
-          limits.authLockout,
-          limits.maxAuthFailures,
-          limits.authFailureWindow,
-        )
-      : undefined;
+    };
+    const addressLocked = this.state.authFailures.fail(address, settings);
+    const userLocked =
+      username !== undefined && this.state.userAuthFailures.fail(userKey(username), settings);
+    if (addressLocked)
+      return smtpErrors.authLockedOut(
+        address,
+        limits.authLockout,
+        limits.maxAuthFailures,
+        limits.authFailureWindow,
+        this.lockoutCode(address),
+      );
+    if (userLocked)
+      return smtpErrors.userLockedOut(limits.authLockout, limits.maxAuthFailures, limits.authFailureWindow);
+    return undefined;
+  }
+
+  /** 421 closes a stranger's connection; an allowlisted device keeps its own (454). */
+  private lockoutCode(address: string): 421 | 454 {
+    return this.sources.byAddress(address) ? 454 : 421;
   }
 
   /** Whether AUTH may be offered before TLS to this client (legacy devices whose network opted in). */
@@ -161,14 +212,17 @@ export class PolicyEngine {
     return source;
   }
 
-  /** RCPT TO: may this source send to this recipient, as the n-th of the message. */
-  checkRcpt(source: Source, recipient: string, count: number): void {
+  /**
+   * RCPT TO: may this source send to this recipient, as the n-th of the message. `ownMailbox`:
+   * the relay's own postmaster (bounces.to), which allowedRecipientDomains does not restrict.
+   */
+  checkRcpt(source: Source, recipient: string, count: number, ownMailbox = false): void {
     const problem = routingFormProblem(recipient);
     if (problem) throw smtpErrors.badAddress(recipient, problem);
     const { policy } = source;
     const max = policy.maxRecipients ?? this.config.limits.maxRecipients;
     if (count > max) throw smtpErrors.tooManyRecipients(max, source.name);
-    if (policy.allowedRecipientDomains) {
+    if (policy.allowedRecipientDomains && !ownMailbox) {
       const domain = domainOf(recipient);
       if (!policy.allowedRecipientDomains.includes(domain))
         throw smtpErrors.recipientDomainNotAllowed(domain, source.name);
@@ -184,6 +238,11 @@ export class PolicyEngine {
         );
     }
   }
+}
+
+/** A username as the failure count keys it: case-folded, bounded. */
+function userKey(username: string): string {
+  return username.toLowerCase().slice(0, 256);
 }
 
 /** Users and allowlist entries have distinct names (the config checks), but keep them apart anyway. */

@@ -1,17 +1,8 @@
-// PROXY protocol v1 and v2 on a listener with `proxyProtocol: true`. smtp-server reads only v1
-// (a text line); AWS NLB and HAProxy's `send-proxy-v2` send only the binary v2. This replaces
-// the library's header reader (SMTPServer._handleProxy, smtp-server 3.21.6; pinned by
-// test/smtp/proxy-reader.test.ts) with one that takes both, through proxy-protocol.ts.
-//
-// The library keeps its pre-connect guard around the call: a socket that never completes its
-// header is closed by that guard's timeout, and its slot counts against maxClients meanwhile.
-import crypto from 'node:crypto';
+// Reading a PROXY protocol header (v1 or v2, parsed by proxy-protocol.ts) off a new socket,
+// before the SMTP session starts. server-adapter.ts puts it in place of smtp-server's own
+// reader, which takes only v1.
 import type net from 'node:net';
-import type { SMTPServer } from 'smtp-server';
 import { parseProxyHeader, V2_MAX_LENGTH, type ProxyHeader } from './proxy-protocol.js';
-
-/** Why a connection was closed before its SMTP session: for one log line naming the peer. */
-export type ProxyRejected = (peer: string, reason: string) => void;
 
 /** A header that has not arrived whole in this time is not coming (the guard's own is 60 s). */
 const HEADER_TIMEOUT_MS = 10_000;
@@ -61,36 +52,4 @@ export function readProxyHeader(socket: net.Socket, timeoutMs = HEADER_TIMEOUT_M
     socket.on('close', onEnd);
     socket.on('error', onError);
   });
-}
-
-/** The session id smtp-server would have made (its format: 16 base-32 characters). */
-function sessionId(): string {
-  return BigInt(`0x${crypto.randomBytes(10).toString('hex')}`)
-    .toString(32)
-    .padStart(16, '0');
-}
-
-/** Makes `server` read PROXY v1 and v2 headers with our reader. */
-export function installProxyReader(server: SMTPServer, rejected: ProxyRejected): void {
-  const original = server._handleProxy.bind(server);
-  server._handleProxy = (socket, callback) => {
-    // Listeners without proxyProtocol (and peers not expected to send a header) as before.
-    if (!server._expectsProxyHeader(socket)) return original(socket, callback);
-    const peer = socket.remoteAddress ?? 'unknown';
-    readProxyHeader(socket).then(
-      (header) => {
-        const id = sessionId();
-        if (header.kind === 'local') return callback(null, { id });
-        callback(null, { id, remoteAddress: header.address, remotePort: header.port });
-      },
-      (err: Error) => {
-        rejected(peer, err.message);
-        // Nothing can be said to a client that has not sent a valid header; a late error on a
-        // closing socket must not become an uncaught exception.
-        socket.on('error', () => undefined);
-        socket.destroy();
-        callback(err);
-      },
-    );
-  };
 }
