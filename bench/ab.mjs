@@ -11,7 +11,8 @@
 // one quickly). Both relays run at once, each with the bench's config, relaying to one sink.
 // - latency: both are loaded at once (5 sessions at 50 msg/s each) for 10 s a round;
 // - new, reuse: smtp-source runs against one, then the other, the order swapped every round.
-// The result is the median over the rounds, and how many rounds this build won.
+// The result is the median over the rounds, and how many rounds this build won; new and reuse
+// also give each relay's CPU time per message (bench/lib/cpu.mjs).
 // Needs smtp-sink and smtp-source (Debian's postfix package); no root.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -58,15 +59,18 @@ async function round(relays, sink) {
   const out = {};
   for (const r of relays) {
     const base = sink.count;
+    const before = r.cpu.read();
     const ms = await smtpSource(r.port, {
       sessions: 20,
       messages: MESSAGES,
       size: 2048,
       reuse: scenario === 'reuse',
     });
-    out[r.name] = { rate: (MESSAGES * 1000) / ms };
     // The next relay starts only when this one has delivered everything, not beside its backlog.
     await sink.waitFor(base + MESSAGES, 300_000);
+    // CPU per message of the relay's own process (its delivery included): the figure a busy
+    // machine moves least, since it counts work rather than time.
+    out[r.name] = { rate: (MESSAGES * 1000) / ms, cpu: (r.cpu.read() - before) / MESSAGES };
   }
   return out;
 }
@@ -74,7 +78,9 @@ async function round(relays, sink) {
 async function main() {
   if (!other) usage('which checkout to compare with?');
   if (positional.length > 1) usage(`one checkout only, not ${positional.join(' and ')}`);
-  const unknown = argv.filter((a) => a.startsWith('--') && !/^--(scenario|rounds|this-node-args|other-node-args)=/.test(a));
+  const unknown = argv.filter(
+    (a) => a.startsWith('--') && !/^--(scenario|rounds|this-node-args|other-node-args)=/.test(a),
+  );
   if (unknown.length) usage(`unknown option ${unknown.join(' ')}`);
   if (!['latency', 'new', 'reuse'].includes(scenario)) usage(`no scenario ${scenario}`);
   // An even number, so that each build goes first as often as the other.
@@ -104,7 +110,7 @@ async function main() {
       results.push(result);
       const show = (name) =>
         Object.entries(result[name])
-          .map(([k, v]) => `${k} ${v.toFixed(k === 'rate' ? 0 : 2)}`)
+          .map(([k, v]) => `${k} ${v.toFixed(k === 'rate' || k === 'cpu' ? 0 : 2)}`)
           .join(', ');
       console.log(`  round ${i + 1}: this ${show('this')} | other ${show('other')}`);
     }
@@ -112,13 +118,13 @@ async function main() {
     console.log('');
     for (const key of keys) {
       const higherWins = key === 'rate';
+      const unit = { rate: 'msg/s', cpu: 'µs/msg' }[key] ?? 'ms';
+      const digits = key === 'rate' || key === 'cpu' ? 0 : 2;
       const mine = median(results.map((r) => r.this[key]));
       const theirs = median(results.map((r) => r.other[key]));
       const won = results.filter((r) =>
         higherWins ? r.this[key] > r.other[key] : r.this[key] < r.other[key],
       ).length;
-      const unit = higherWins ? 'msg/s' : 'ms';
-      const digits = higherWins ? 0 : 2;
       console.log(
         `${key.padEnd(5)} median: this ${mine.toFixed(digits)} ${unit}, other ${theirs.toFixed(digits)} ${unit} ` +
           `(this ÷ other ${(mine / theirs).toFixed(2)}, ${higherWins ? 'higher' : 'lower'} is better); this won ${won} of ${rounds} rounds`,

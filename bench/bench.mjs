@@ -20,7 +20,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { cleanupAll, MemorySampler, now, sleep, tempDir, waitGreeting, which } from './lib/harness.mjs';
 import { latencyRun, openIdle, smtpSource } from './lib/clients.mjs';
-import { startPostfix, startSink, startSmarthost } from './lib/servers.mjs';
+import { startPostfix, startSink, startSmarthost, toolsMeter } from './lib/servers.mjs';
+import { since, snapshot } from './lib/cpu.mjs';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const RESULTS = path.join(REPO, 'bench', 'results');
@@ -30,6 +31,11 @@ const NO_POSTFIX = argv.includes('--no-postfix');
 const ONLY = (argv.find((a) => a.startsWith('--only=')) ?? '').slice(7).split(',').filter(Boolean);
 const want = (name) => ONLY.length === 0 || ONLY.includes(name);
 const IS_ROOT = process.getuid?.() === 0;
+const CORES = os.cpus().length;
+// A machine is quiet enough to publish from when its 1-minute load average is below this
+// (BENCH_MAX_LOAD), and other work took less than OTHER_WORK_LIMIT of its CPU during the runs.
+const MAX_LOAD = Number(process.env.BENCH_MAX_LOAD ?? 0.5);
+const OTHER_WORK_LIMIT = 0.05;
 
 const N = {
   warmup: QUICK ? 100 : 300,
@@ -65,6 +71,38 @@ function record(key, scenario, unit, better, values) {
   }
 }
 
+/** What other work took of the machine during the measured runs, as a fraction, worst run. */
+const quiet = { worstOther: 0, where: '' };
+
+/**
+ * Runs `measure` and records the CPU time per message of the server's own processes and of the
+ * whole machine (load tools included: the same for both sides), beside the scenario's rates.
+ */
+async function withCpu(server, messages, measure) {
+  const before = snapshot([server.cpu, toolsMeter]);
+  await measure();
+  const d = since(before, snapshot([server.cpu, toolsMeter]));
+  const share = d.other / (d.wallMicros * CORES);
+  const perMsg = (us) => us / messages;
+  logFor(server)(
+    `  CPU per message: own ${perMsg(d.parties[server.name]).toFixed(0)} µs, load tools ${perMsg(d.parties.tools).toFixed(0)} µs, ` +
+      `whole machine ${perMsg(d.machine).toFixed(0)} µs; other work ${(share * 100).toFixed(1)} % of the machine`,
+  );
+  return { share, own: perMsg(d.parties[server.name]), machine: perMsg(d.machine) };
+}
+
+/** Records the CPU rows of one measurement (after its rates, so the table reads rate first). */
+function recordCpu(server, key, label, cpu) {
+  if (cpu.share > quiet.worstOther)
+    Object.assign(quiet, { worstOther: cpu.share, where: `${server.name}, ${label}` });
+  record(`${key}_cpu_own`, `${label}: CPU per message, the server's own processes`, 'µs', 'lower', {
+    [server.name]: cpu.own,
+  });
+  record(`${key}_cpu_machine`, `${label}: CPU per message, whole machine`, 'µs', 'lower', {
+    [server.name]: cpu.machine,
+  });
+}
+
 async function drained(sink, target, timeoutMs = 300_000) {
   await sink.waitFor(target, timeoutMs);
 }
@@ -86,12 +124,16 @@ const SCENARIOS = [
     async run(server, sink) {
       const name = server.name;
       for (const reuse of [false, true]) {
-        const base = sink.count;
-        const start = now();
-        const ms = await smtpSource(server.port, { sessions: 20, messages: N.small, size: 2048, reuse });
-        await drained(sink, base + N.small);
-        const e2e = now() - start;
         const label = reuse ? 'connections reused (-d)' : 'a new connection per message';
+        const base = sink.count;
+        let ms = 0;
+        let e2e = 0;
+        const cpu = await withCpu(server, N.small, async () => {
+          const start = now();
+          ms = await smtpSource(server.port, { sessions: 20, messages: N.small, size: 2048, reuse });
+          await drained(sink, base + N.small);
+          e2e = now() - start;
+        });
         logFor(server)(
           `small x${N.small}, 20 sessions, ${label}: accepted in ${ms.toFixed(0)} ms, delivered in ${e2e.toFixed(0)} ms`,
         );
@@ -108,6 +150,7 @@ const SCENARIOS = [
             [name]: (N.small * 1000) / e2e,
           },
         );
+        recordCpu(server, `small20${suffix}`, `2 KB, 20 sessions, ${label}`, cpu);
       }
     },
   },
@@ -116,12 +159,16 @@ const SCENARIOS = [
     repeat: 2,
     async run(server, sink) {
       const base = sink.count;
-      const ms = await smtpSource(server.port, { sessions: 1, messages: N.seq, size: 2048 });
-      await drained(sink, base + N.seq);
+      let ms = 0;
+      const cpu = await withCpu(server, N.seq, async () => {
+        ms = await smtpSource(server.port, { sessions: 1, messages: N.seq, size: 2048 });
+        await drained(sink, base + N.seq);
+      });
       logFor(server)(`sequential x${N.seq}, a new connection per message: ${ms.toFixed(0)} ms`);
       record('seq', '2 KB, 1 client, a new connection per message', 'msg/s', 'higher', {
         [server.name]: (N.seq * 1000) / ms,
       });
+      recordCpu(server, 'seq', '2 KB, 1 client, a new connection per message', cpu);
     },
   },
   {
@@ -331,6 +378,7 @@ function machine() {
   }
   return {
     cpu: `${cpu.length} × ${cpu[0]?.model ?? 'unknown'}`,
+    cpuAccounting: `${toolsMeter.method}`,
     memory: `${Math.round(os.totalmem() / 1024 / 1024 / 1024)} GB`,
     os: `${os.type()} ${os.release()}`,
     node: process.version,
@@ -366,6 +414,15 @@ async function main() {
   console.log(
     `bench: ${info.cpu}, ${info.memory}, node ${info.node}, postfix ${info.postfix}${QUICK ? ' (quick)' : ''}`,
   );
+  const loadAtStart = os.loadavg()[0];
+  const busyAtStart = loadAtStart > MAX_LOAD;
+  if (busyAtStart) {
+    console.warn(
+      `bench: WARNING: the machine is busy (1-minute load average ${loadAtStart.toFixed(2)} > ${MAX_LOAD}). ` +
+        "Other work slows Postfix's many processes more than one Node process and flatters smarthost; " +
+        'this run will not update BENCHMARKS.md. Stop other work and wait for the load to fall.',
+    );
+  }
   const sink = await startSink();
   console.log(`bench: smtp-sink on 127.0.0.1:${sink.port}`);
 
@@ -396,7 +453,20 @@ async function main() {
   console.log(`\n${md}\n`);
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   fs.mkdirSync(RESULTS, { recursive: true });
-  const result = { date: started.toISOString(), quick: QUICK, machine: info, counts: N, rows };
+  const busyDuring = quiet.worstOther > OTHER_WORK_LIMIT;
+  const verdict = busyAtStart
+    ? `busy at the start (load ${loadAtStart.toFixed(2)})`
+    : busyDuring
+      ? `other work took ${(quiet.worstOther * 100).toFixed(1)} % of the machine during a run (${quiet.where})`
+      : 'quiet';
+  const result = {
+    date: started.toISOString(),
+    quick: QUICK,
+    machine: info,
+    quietness: { verdict, ...quiet },
+    counts: N,
+    rows,
+  };
   // rows[].runs: every measurement; rows[].values: the best of them (shown in the table).
   fs.writeFileSync(path.join(RESULTS, `${stamp}.json`), JSON.stringify(result, null, 2));
   const report = [
@@ -405,12 +475,17 @@ async function main() {
     md,
     '',
     `Machine: ${info.cpu}, ${info.memory}, ${info.os}; Node ${info.node}; Postfix ${info.postfix}; ` +
-      `spool and queue on ${info.spoolFs}; load average at start ${info.loadAtStart}, at the end ${endLoad}.`,
+      `spool and queue on ${info.spoolFs}; load average at start ${info.loadAtStart}, at the end ${endLoad}; ` +
+      `CPU counted by ${info.cpuAccounting}; the machine was ${verdict}.`,
     '',
   ].join('\n');
   fs.writeFileSync(path.join(RESULTS, `${stamp}.md`), report);
   // A full run also refreshes latest.md and the table in BENCHMARKS.md (between its markers).
-  const full = !QUICK && !NO_POSTFIX && ONLY.length === 0;
+  // Never from a busy machine: such figures flatter smarthost (see BENCHMARKS.md).
+  const full = !QUICK && !NO_POSTFIX && ONLY.length === 0 && !busyAtStart && !busyDuring;
+  if (!QUICK && !NO_POSTFIX && ONLY.length === 0 && !full) {
+    console.warn(`bench: not updating BENCHMARKS.md or latest.md: the machine was ${verdict}`);
+  }
   if (full) fs.writeFileSync(path.join(RESULTS, 'latest.md'), report);
   const doc = path.join(REPO, 'BENCHMARKS.md');
   if (full && fs.existsSync(doc)) {

@@ -10,8 +10,29 @@
 //   the message itself).
 import { Writable } from 'node:stream';
 import winston from 'winston';
+import type { EventName } from './events.js';
 
-export type Logger = winston.Logger;
+export type { EventName } from './events.js';
+
+/**
+ * The fields of a log line. `event` is required and is one of the names in events.ts, so a
+ * typo or a new name not added there fails to type-check.
+ */
+export interface LogFields {
+  event: EventName;
+  [field: string]: unknown;
+}
+
+type LogMethod = (message: string, fields: LogFields) => Logger;
+
+/** winston's logger, with every line's fields typed as {@link LogFields}. */
+export interface Logger extends Omit<winston.Logger, 'error' | 'warn' | 'info' | 'debug' | 'log'> {
+  error: LogMethod;
+  warn: LogMethod;
+  info: LogMethod;
+  debug: LogMethod;
+  log(level: string, message: string, fields: LogFields): Logger;
+}
 
 export interface LogOptions {
   level: string;

@@ -1,38 +1,28 @@
 // Prometheus metrics and the health check, on a local HTTP listener (`metrics: {host, port}`).
 // One registry per Relay (never prom-client's global one), so several relays can run in one
 // process (tests). Every label value is bounded: sources are config names (or "(unknown)"),
-// reasons are a fixed set, upstreams are config names.
+// reasons are the fixed set of events.ts, upstreams are config names. The operators' gauges
+// (upstream up, dead letters, queue bytes, build info…) are in metrics-ops.ts.
 //
 //   GET /metrics   Prometheus text format
 //   GET /healthz   200 "ok" while every listener is up and the spool is writable, else 503
-//                  with the reason(s), one per line
+//                  with the reason(s), one per line (liveness)
+//   GET /readyz    200 "ready" while the relay can deliver, else 503 with the reason in one
+//                  line (readiness: src/readiness.ts)
 import http from 'node:http';
 import type net from 'node:net';
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { isConnectionReason, isRateLimitReason, REFUSAL_REASON_NAMES, type RefusalReason } from './events.js';
 import type { Logger } from './log.js';
+import { OpsMetrics } from './metrics-ops.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
 import { queueIdTime, type QueueEntry } from './spool/entry.js';
 import type { Spool } from './spool/spool.js';
 
 /** The label value for a refusal whose client matched no source (not in the allowlist, no login). */
 export const UNKNOWN_SOURCE = '(unknown)';
-
-/**
- * Refusal reasons given instead of the greeting: they refuse a connection, not a command.
- * (`auth_lockout` may come at connect or at AUTH; it is counted with the command refusals.)
- */
-export const CONNECTION_REASONS: ReadonlySet<string> = new Set([
-  'shutdown',
-  'max_connections',
-  'max_connections_per_ip',
-]);
-
-/** A refusal reason that means a rate limit was hit (message or recipient rate). */
-export function isRateLimitReason(reason: string): boolean {
-  return /rate/.test(reason);
-}
 
 /** What the metrics need to know about one SMTP listener. */
 export interface ListenerProbe {
@@ -51,6 +41,8 @@ export interface MetricsDeps {
   /** The listeners now running (empty before start and after stop). */
   listeners: () => ListenerProbe[];
   isShuttingDown: () => boolean;
+  /** What /readyz answers (404 without it). */
+  readiness?: () => Promise<{ ready: boolean; reason?: string }>;
   /** Process metrics (CPU, memory, event loop); on in the daemon, off in tests by default. */
   processMetrics?: boolean;
 }
@@ -62,6 +54,8 @@ export interface Health {
 
 export class Metrics {
   readonly registry = new Registry();
+  /** Upstream up, dead letters, queue bytes and held, refusals by reason, build info. */
+  readonly ops: OpsMetrics;
   private server: http.Server | undefined;
 
   private readonly connectionsTotal: Counter<'listener'>;
@@ -75,6 +69,7 @@ export class Metrics {
   private readonly latency: Histogram<'upstream'>;
   private readonly relayedBytes: Counter<'upstream'>;
   private readonly bounces: Counter;
+  private readonly certificateExpiry: Gauge<'cert'>;
 
   constructor(private readonly deps: MetricsDeps) {
     const registers = [this.registry];
@@ -101,6 +96,10 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    // Every connection reason from the start, so rate() and increase() see the first refusal.
+    for (const reason of REFUSAL_REASON_NAMES) {
+      if (isConnectionReason(reason)) this.connectionsRefused.inc({ reason }, 0);
+    }
     this.accepted = new Counter({
       name: 'smarthost_messages_accepted_total',
       help: 'Messages accepted (on disk, 250 sent), by source',
@@ -187,6 +186,13 @@ export class Metrics {
       registers,
       collect: async () => up.set((await this.health()).ok ? 1 : 0),
     });
+    this.ops = new OpsMetrics(this.registry, { spool: deps.spool, queue });
+    this.certificateExpiry = new Gauge({
+      name: 'smarthost_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the TLS certificate the listeners present expires (Unix time), by certificate file ("selfsigned": made by the relay); set at start and on each reload',
+      labelNames: ['cert'],
+      registers,
+    });
     if (deps.processMetrics) collectDefaultMetrics({ register: this.registry });
 
     queue.on('attempt', (event: AttemptEvent) => this.onAttempt(event));
@@ -199,6 +205,12 @@ export class Metrics {
     probe.tcp.on('connection', () => this.connectionsTotal.inc({ listener: probe.name }));
   }
 
+  /** The certificate now in force (one for all listeners): the old series goes with it. */
+  certificateLoaded(file: string, notAfterMs: number): void {
+    this.certificateExpiry.reset();
+    this.certificateExpiry.set({ cert: file }, Math.floor(notAfterMs / 1000));
+  }
+
   /** A message is on disk and acknowledged. */
   messageAccepted(entry: QueueEntry): void {
     this.accepted.inc({ source: entry.source });
@@ -206,8 +218,9 @@ export class Metrics {
   }
 
   /** Any refusal the listener sends, with its machine-readable reason. */
-  refused(reason: string, _client: string, source?: string): void {
-    if (CONNECTION_REASONS.has(reason)) {
+  refused(reason: RefusalReason, _client: string, source?: string): void {
+    this.ops.refused(reason);
+    if (isConnectionReason(reason)) {
       this.connectionsRefused.inc({ reason });
       return;
     }
@@ -317,7 +330,13 @@ export class Metrics {
           ? send(200, 'text/plain; charset=utf-8', 'ok\n')
           : send(503, 'text/plain; charset=utf-8', `unhealthy: ${health.problems.join('\n')}\n`);
       }
-      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics or /healthz\n');
+      if (url.pathname === '/readyz' && this.deps.readiness) {
+        const readiness = await this.deps.readiness();
+        return readiness.ready
+          ? send(200, 'text/plain; charset=utf-8', 'ready\n')
+          : send(503, 'text/plain; charset=utf-8', `not ready: ${readiness.reason ?? 'unknown'}\n`);
+      }
+      send(404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz or /readyz\n');
     } catch (err) {
       send(500, 'text/plain; charset=utf-8', `error: ${(err as Error).message}\n`);
     }

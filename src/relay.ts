@@ -1,5 +1,6 @@
 // The relay, composed by hand (the composition root): config → logger → spool → courier → queue
-// → listeners, the control socket, metrics and the cluster client. The constructor only builds
+// → listeners, the control socket, metrics, certificates, readiness, retention, the maildrop
+// pickup and the cluster client. The constructor only builds
 // them (no file, socket or connection is opened); start() and stop() run them in one fixed
 // order (parts() below). No registry and no globals: everything a test must replace is passed in here.
 import { Bouncer } from './bounce/bouncer.js';
@@ -13,8 +14,9 @@ import { Metrics, type ListenerProbe } from './metrics.js';
 import { PolicyEngine, PolicyState } from './policy/engine.js';
 import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
-import { listenerCertificate } from './smtp/tls.js';
-import { Spool } from './spool/spool.js';
+import { ListenerCertificates, type CertificateReload } from './smtp/cert-reload.js';
+import { ReadinessCheck } from './readiness.js';
+import { Spool, type QueuedMessage } from './spool/spool.js';
 import { SpoolLock } from './spool/lock.js';
 import { Lifecycle, type Part } from './lifecycle.js';
 import { formatDuration } from './config/units.js';
@@ -23,6 +25,10 @@ import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
 import { Cluster } from './cluster/cluster.js';
 import { LocalLimits } from './cluster/limits.js';
+import { RetentionSweeper } from './spool/retention.js';
+import { ControlRefusal } from './control/protocol.js';
+import { Pickup } from './maildrop/pickup.js';
+import { DROP_NAME } from './maildrop/format.js';
 
 export interface RelayOptions {
   config: Config;
@@ -35,7 +41,7 @@ export interface RelayOptions {
 function probeOf(listener: Listener): ListenerProbe {
   return {
     name: `${listener.config.host}:${listener.config.port}`,
-    connections: listener.server.connections,
+    connections: listener.connections,
     tcp: listener.server.server,
   };
 }
@@ -63,7 +69,15 @@ export class Relay {
   readonly control: ControlServer;
   /** Cluster mode (`cluster:`): limits, paces and traffic counters shared in Redis. */
   readonly cluster: Cluster | undefined;
+  /** Takes up what `smarthost sendmail` leaves in <spool>/maildrop/. */
+  readonly pickup: Pickup;
   private listeners: Listener[] = [];
+  /** The listeners' certificate: re-read on reload and when its files change (cert-reload.ts). */
+  private readonly certs: ListenerCertificates;
+  /** What /readyz answers: can this relay deliver now (readiness.ts). */
+  readonly readiness: ReadinessCheck;
+  /** Removes old dead letters and captured messages (retention: in the config). */
+  private readonly retention: RetentionSweeper;
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
@@ -94,14 +108,51 @@ export class Relay {
       log,
       config: () => this.current.config,
     });
+    this.certs = new ListenerCertificates({
+      log,
+      apply: (pair) => {
+        for (const listener of this.listeners) listener.updateKeyPair(pair);
+      },
+      loaded: (file, notAfter) => this.metrics?.certificateLoaded(file, notAfter),
+    });
+    this.retention = new RetentionSweeper({
+      failedDir: this.spool.failedDir,
+      outboxDir: this.spool.outboxDir,
+      config: () => this.current.config,
+      log,
+      removed: (result) => this.metrics?.ops.retentionSwept(result),
+    });
     this.control = new ControlServer(config.control.socket, log);
     registerRelayHandlers(this.control, this);
+    this.pickup = new Pickup({
+      spoolDir: config.spool.dir,
+      policy: () => this.current.policy,
+      spool: this.spool,
+      log,
+      // A picked-up message is read from disk for its first attempt (no kept body).
+      accepted: (entry) => this.accepted({ entry }),
+    });
+    // sendmail, once its file is in maildrop/, asks for it to be taken now and waits for the answer.
+    this.control.registerHandler('pickup', (args) => {
+      const name = typeof args.name === 'string' ? args.name : '';
+      if (!DROP_NAME.test(name)) throw new ControlRefusal('pickup: expected the name of a maildrop file');
+      return this.pickup.take(name);
+    });
     this.control.registerHandler('stats', statsHandler(this.traffic, this.cluster?.traffic));
     this.control.registerHandler('cluster.status', async () =>
       this.cluster ? await this.cluster.status() : { configured: false },
     );
+    this.readiness = new ReadinessCheck({
+      spool: this.spool,
+      queue: this.queue,
+      log,
+      config: () => this.current.config,
+      capture: () => this.currentCourier instanceof OutboxCourier,
+      liveness: async () => (this.metrics ? (await this.metrics.health()).problems : []),
+    });
     if (config.metrics) {
       this.metrics = new Metrics({
+        readiness: () => this.readiness.check(),
         spool: this.spool,
         queue: this.queue,
         log,
@@ -112,8 +163,18 @@ export class Relay {
       this.cluster?.registerMetrics(this.metrics.registry);
     }
     this.lifecycle = new Lifecycle(this.parts(), (part, err) =>
-      log.error(`error while stopping the ${part.name}: ${err.message}`, { event: 'stop_error' }),
+      log.error(`error while stopping the ${part.name}: ${err.message}`, { event: 'stop_failed' }),
     );
+  }
+
+  /** A message is safely on disk (from a listener or the maildrop): to the queue, and counted. */
+  private accepted(queued: QueuedMessage): void {
+    const { entry } = queued;
+    // The item carries a small body: its first attempt need not read the file back.
+    this.queue.enqueue(queued);
+    this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+    this.cluster?.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+    this.metrics?.messageAccepted(entry);
   }
 
   private listenerProbes(): ListenerProbe[] {
@@ -144,6 +205,7 @@ export class Relay {
   /** Logs where mail goes (capture mode loudly) and starts the courier's background checks. */
   private startCourier(courier: Courier): void {
     const { log } = this.options;
+    this.readiness.track(courier);
     if (courier instanceof OutboxCourier) {
       log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
         event: 'capture_mode',
@@ -222,7 +284,9 @@ export class Relay {
    * The parts in the order they start; they stop in the reverse order (lifecycle.ts). The spool
    * lock comes first: nothing touches a spool another relay holds. Redis is not waited for (the
    * relay runs on local limits until it answers). Delivery is ready before the listeners take
-   * mail, and the control socket opens last and closes first.
+   * mail (retention and the maildrop pickup start once the queue runs); the certificate watch
+   * follows the listeners, the control socket opens next, and the readiness checks (/readyz)
+   * start last and stop first.
    */
   private parts(): Part[] {
     const { config, log } = this.options;
@@ -236,7 +300,7 @@ export class Relay {
           if (!this.metrics || !config.metrics) return;
           await this.metrics.listen(config.metrics.host, config.metrics.port);
           log.info(
-            `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz)`,
+            `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz, readiness: /readyz)`,
             {
               event: 'metrics_listening',
               host: config.metrics.host,
@@ -250,6 +314,10 @@ export class Relay {
         name: 'courier',
         start: () => {
           this.started = true;
+          this.metrics?.ops.useCourier(
+            this.currentCourier,
+            config.upstreams.map((u) => u.name),
+          );
           this.startCourier(this.currentCourier);
         },
         stop: async () => {
@@ -269,10 +337,20 @@ export class Relay {
           await this.queue.stop();
         },
       },
+      { name: 'retention sweeper', start: () => this.retention.start(), stop: () => this.retention.stop() },
+      // After the queue: what sendmail left while the relay was down goes out now.
+      { name: 'maildrop pickup', start: () => this.pickup.start(), stop: () => this.pickup.stop() },
       {
         name: 'listeners',
         start: () => this.startListeners(),
         stop: () => Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace))),
+      },
+      {
+        name: 'certificate watch',
+        start: () => {
+          if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
+        },
+        stop: () => this.certs.close(),
       },
       {
         name: 'control socket',
@@ -286,6 +364,14 @@ export class Relay {
             ),
           ),
         stop: () => this.control.close(),
+      },
+      {
+        name: 'readiness checks',
+        // They serve /readyz: without a metrics listener nobody asks, so no ESP is probed.
+        start: () => {
+          if (this.metrics) this.readiness.start();
+        },
+        stop: () => this.readiness.stop(),
       },
     ];
   }
@@ -311,14 +397,14 @@ export class Relay {
         was,
       });
     }
-    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves) {
+    if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves || swept.reunited) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
   }
 
   private async startListeners(): Promise<void> {
     const { config, log } = this.options;
-    const keyPair = await listenerCertificate(config, log);
+    const keyPair = await this.certs.load(config);
     const policy = this.current.policy;
     for (const listen of config.listen) {
       const listener = new Listener(
@@ -328,12 +414,7 @@ export class Relay {
           policy: () => this.current.policy,
           spool: this.spool,
           log,
-          accepted: (entry) => {
-            this.queue.enqueue(entry.id);
-            this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
-            this.cluster?.traffic.accepted(entry.source, entry.recipients.length, entry.size);
-            this.metrics?.messageAccepted(entry);
-          },
+          accepted: (queued) => this.accepted(queued),
           refused: (reason, client, source) => {
             this.traffic.refused(reason, client, source);
             this.cluster?.traffic.refused(reason, client, source);
@@ -372,7 +453,10 @@ export class Relay {
    * its pooled connections, pace and health. Throws, changing nothing, when the new upstreams
    * cannot be set up.
    */
-  applyConfig(config: Config): { upstreamChanged?: string } {
+  applyConfig(
+    config: Config,
+    reason = 'reload',
+  ): { upstreamChanged?: string; certificate?: CertificateReload } {
     // The `courier` keys of the reload table (config/reload-table.ts), secrets and the CA
     // files' text included: a rotated password or a renewed CA at the same path counts.
     const fingerprint = courierSettings(config);
@@ -381,6 +465,10 @@ export class Relay {
       const next = this.buildCourier(config);
       this.courierFingerprint = fingerprint;
       this.swapCourier(next);
+      this.metrics?.ops.useCourier(
+        next,
+        config.upstreams.map((u) => u.name),
+      );
       upstreamChanged = next.description;
     }
     this.current = {
@@ -392,7 +480,10 @@ export class Relay {
     };
     for (const listener of this.listeners) listener.setMaxSize(this.current.policy.maxAdvertisedSize);
     applyLogOptions(this.options.log, config.log);
-    return { upstreamChanged };
+    // Every reload re-reads the certificate, changed config or not: a certbot deploy hook
+    // runs `smarthost reload` after renewing files at the same paths.
+    const certificate = this.certs.reload(config, reason);
+    return { upstreamChanged, certificate };
   }
 
   /** Stops accepting, lets open sessions finish (up to the grace period), stops delivery. */

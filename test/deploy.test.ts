@@ -165,7 +165,9 @@ test('kubernetes: every manifest parses and the kustomization lists exactly them
   const resources = arr(kustomization.resources, 'kustomization.resources').map((r, i) =>
     str(r, `kustomization.resources[${i}]`),
   );
-  const manifestFiles = files.filter((f) => f !== 'kustomization.yaml');
+  // Opt-in manifests, kept out of the default kustomization: they need CRDs a plain cluster lacks.
+  const optIn = new Set(['servicemonitor.yaml']);
+  const manifestFiles = files.filter((f) => f !== 'kustomization.yaml' && !optIn.has(f));
   assert.deepEqual([...resources].sort(), manifestFiles, 'kustomization resources = the manifest files');
   const images = arr(kustomization.images ?? [], 'kustomization.images').map((img, i) =>
     str(obj(img, `kustomization.images[${i}]`).name, `kustomization.images[${i}].name`),
@@ -284,11 +286,17 @@ test('kubernetes: the StatefulSet is complete, hardened and consistent with its 
     assert.ok(at(c.resources, key, `${cw}.resources`), `resources.${key}`);
   }
 
-  // Probes on /healthz, on the metrics port.
+  // Probes on the metrics port: readiness on /readyz (can it deliver), liveness and start-up on
+  // /healthz (an unreachable ESP must never restart the pod).
   const probePorts: number[] = [];
-  for (const probe of ['readinessProbe', 'livenessProbe']) {
+  const probePaths: Record<string, string> = {
+    startupProbe: '/healthz',
+    readinessProbe: '/readyz',
+    livenessProbe: '/healthz',
+  };
+  for (const [probe, expected] of Object.entries(probePaths)) {
     const httpGet = obj(at(c, `${probe}.httpGet`, cw), `${cw}.${probe}.httpGet`);
-    assert.equal(httpGet.path, '/healthz', `${probe} path`);
+    assert.equal(httpGet.path, expected, `${probe} path`);
     probePorts.push(resolvePort(httpGet.port, `${cw}.${probe}.httpGet.port`));
   }
 
@@ -623,7 +631,10 @@ test('docker: compose.yaml builds from the repo root, keeps the spool and reads 
   assert.ok(!metrics || metrics.startsWith('127.0.0.1:'), 'metrics published on loopback only');
 
   const healthTest = arr(at(service, 'healthcheck.test', 'compose'), 'healthcheck.test').map(String);
+  // Liveness: a healthcheck on /readyz would mark the container unhealthy (and get it
+  // restarted by autoheal) whenever the ESP is unreachable.
   assert.ok(healthTest.join(' ').includes('/healthz'), 'healthcheck calls /healthz');
+  assert.ok(!healthTest.join(' ').includes('/readyz'), 'healthcheck is liveness, not /readyz');
   assert.ok(
     goDuration(str(service.stop_grace_period, 'stop_grace_period')) > 30_000,
     'stop grace > 30s drain',

@@ -286,7 +286,7 @@ const file = process.argv[process.argv.indexOf('-c') + 1];
 if (process.env.FAKE_FAIL === '1') { console.error('config error: listen[0].port: bad'); process.exit(3); }
 const port = Number(/listen:[\\s\\S]*?port: (\\d+)/.exec(fs.readFileSync(file, 'utf8'))[1]);
 const server = net.createServer((s) => {
-  s.write('220 fake.test ESMTP smarthost ESMTP (fake)\\r\\n');
+  s.write('220 fake.test ESMTP smarthost (fake)\\r\\n');
   s.on('data', (d) => { if (/^QUIT/i.test(String(d))) s.end('221 bye\\r\\n'); else s.write('250 ok\\r\\n'); });
   s.on('error', () => {});
 });

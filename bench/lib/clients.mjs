@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { now, sleep, track, which } from './harness.mjs';
+import { toolsMeter } from './servers.mjs';
 
 // --- smtp-source -------------------------------------------------------------------------------
 
@@ -26,7 +27,8 @@ export async function smtpSource(port, { sessions, messages, size, reuse = false
     `127.0.0.1:${port}`,
   ];
   const started = now();
-  const child = track(spawn(which('smtp-source'), args, { stdio: ['ignore', 'ignore', 'pipe'] }));
+  const [cmd, argv] = toolsMeter.wrap(which('smtp-source'), args);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] }));
   let stderr = '';
   child.stderr.on('data', (c) => (stderr += c.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

@@ -15,6 +15,7 @@ import {
   waitUntil,
   which,
 } from './harness.mjs';
+import { CpuMeter, reapedChildrenMicros, treeCpuMicros } from './cpu.mjs';
 
 const REPO = path.resolve(import.meta.dirname, '..', '..');
 const IS_ROOT = process.getuid?.() === 0;
@@ -22,10 +23,19 @@ const envNodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolea
 
 // --- the sink: smtp-sink, counting messages ---------------------------------------------------
 
+/**
+ * The load tools' CPU meter: smtp-sink and every smtp-source run. They are the same for both
+ * sides, and counted so that the machine's time can be split into server, tools and other work.
+ */
+export const toolsMeter = new CpuMeter('tools');
+
 export async function startSink() {
   const port = await freePort();
   const args = ['-c', ...(IS_ROOT ? ['-u', 'nobody'] : []), `127.0.0.1:${port}`, '1024'];
-  const child = track(spawn(which('smtp-sink'), args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const [cmd, argv] = toolsMeter.wrap(which('smtp-sink'), args);
+  const child = track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  // Without a cgroup: the sink's own time, and that of smtp-source runs this script has reaped.
+  toolsMeter.fallback = () => treeCpuMicros([child.pid]) + reapedChildrenMicros();
   let count = 0;
   let tail = '';
   let errors = '';
@@ -79,25 +89,32 @@ export async function startSmarthost(
   fs.writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
   const logFd = fs.openSync(path.join(dir, 'smarthost.log'), 'a');
   const started = now();
+  const cpu = new CpuMeter(name);
+  // BENCH_NODE_ARGS: node options for the relay only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  // to see where its time goes under the benchmark's load.
+  const [cmd, argv] = cpu.wrap(process.execPath, [
+    ...nodeArgs,
+    path.join(repo, 'bin', 'smarthost.js'),
+    'start',
+    '-c',
+    configFile,
+  ]);
   const child = track(
-    // BENCH_NODE_ARGS: node options for the relay only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
-    // to see where its time goes under the benchmark's load.
-    spawn(
-      process.execPath,
-      [...nodeArgs, path.join(repo, 'bin', 'smarthost.js'), 'start', '-c', configFile],
-      {
-        cwd: dir,
-        stdio: ['ignore', logFd, logFd],
-        env: { ...process.env, NODE_ENV: 'production' },
-      },
-    ),
+    spawn(cmd, argv, {
+      cwd: dir,
+      stdio: ['ignore', logFd, logFd],
+      env: { ...process.env, NODE_ENV: 'production' },
+    }),
   );
   fs.closeSync(logFd);
+  // The wrapper execs node, so the child's pid is the relay's.
+  cpu.fallback = () => treeCpuMicros([child.pid]);
   const server = {
     name,
     port,
     started,
     child,
+    cpu,
     pids: () => [child.pid],
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -111,10 +128,14 @@ export async function startSmarthost(
   return server;
 }
 
-export function postfixCmd(configDir, args) {
+export function postfixCmd(configDir, args, meter) {
   // Postfix commands write their errors to syslog, or to stderr on a terminal; `script` gives
-  // them one so a failure says why.
-  const r = spawnSync('script', ['-qec', ['postfix', '-c', configDir, ...args].join(' '), '/dev/null'], {
+  // them one so a failure says why. With a meter, the command (and the master it starts, and
+  // everything the master forks) runs in the meter's cgroup.
+  const command = ['postfix', '-c', configDir, ...args].join(' ');
+  const [cmd, argv] = meter ? meter.wrap('/bin/sh', ['-c', command]) : ['/bin/sh', ['-c', command]];
+  const line = [cmd, ...argv].map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(' ');
+  const r = spawnSync('script', ['-qec', line, '/dev/null'], {
     encoding: 'utf8',
     timeout: 60_000,
   });
@@ -179,9 +200,11 @@ export async function startPostfix(sinkPort) {
       '',
     ].join('\n'),
   );
+  const cpu = new CpuMeter('Postfix');
   const server = {
     name: 'Postfix',
     port,
+    cpu,
     masterPid() {
       try {
         return Number(fs.readFileSync(path.join(queue, 'pid', 'master.pid'), 'utf8').trim());
@@ -208,7 +231,12 @@ export async function startPostfix(sinkPort) {
     if (!server.stopped) postfixCmd(etc, ['abort']);
   });
   const check = postfixCmd(etc, ['check']);
-  const start = postfixCmd(etc, ['start']);
+  const start = postfixCmd(etc, ['start'], cpu);
+  // Without a cgroup: the master and its live children; those it reaped are in its cutime.
+  cpu.fallback = () => {
+    const master = server.masterPid();
+    return master ? treeCpuMicros([master]) : 0;
+  };
   if (!start.ok) throw new Error(`postfix -c ${etc} start failed:\n${check.output}\n${start.output}`);
   await waitGreeting(port, 30_000);
   return server;

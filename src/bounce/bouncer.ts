@@ -11,7 +11,7 @@
 import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { newQueueId, type QueueEntry } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import { KEPT_BODY_MAX, type QueuedMessage, type Spool } from '../spool/spool.js';
 import { buildDsn, readHeaderBlock, type FailedRecipient } from './dsn.js';
 
 export class Bouncer {
@@ -37,8 +37,11 @@ export class Bouncer {
     return { none: 'the message has no sender (<>) and bounces.to is not set' };
   }
 
-  /** Queues a DSN for these recipients; resolves to its queue id (undefined if nobody to tell). */
-  async bounce(entry: QueueEntry, allFailed: FailedRecipient[]): Promise<QueueEntry | undefined> {
+  /**
+   * Queues a DSN for these recipients; resolves to the queued bounce (undefined if nobody to
+   * tell), with its bytes when small, for its first attempt.
+   */
+  async bounce(entry: QueueEntry, allFailed: FailedRecipient[]): Promise<QueuedMessage | undefined> {
     const config = this.config();
     const failed = allFailed.filter((f) => wantsFailureNotice(entry, f.address));
     if (failed.length === 0) {
@@ -78,7 +81,7 @@ export class Bouncer {
       envid: entry.dsn?.envid,
     });
     const now = Date.now();
-    return this.spool.acceptBuffer(data, {
+    const stored = await this.spool.acceptBuffer(data, {
       id,
       from: config.bounces.from,
       originalFrom: config.bounces.from,
@@ -90,6 +93,7 @@ export class Bouncer {
       nextAttemptAt: now,
       bounceOf: entry.id,
     });
+    return data.length <= KEPT_BODY_MAX ? { entry: stored, body: data } : { entry: stored };
   }
 }
 

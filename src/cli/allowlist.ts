@@ -7,7 +7,8 @@ import { ConfigEditError, ensureSeq, getSeq, seqMaps, stringAt } from '../config
 import type { Config, Policy } from '../config/load.js';
 import { SourceResolver } from '../policy/sources.js';
 import { editAndApply, loadConfigOrExit } from './common.js';
-import { includesPublic, overlaps, parseRange, sizeOf, contains, type Range } from './cidr.js';
+import { overlaps, parseRange, contains, type Range } from '../policy/cidr.js';
+import { allowlistProblem, relayRisk } from '../policy/open-relay.js';
 import { describePolicy } from './policy-text.js';
 import { printJson, printTable, say, usage, warn, withConfigOption, refuse } from './output.js';
 
@@ -66,7 +67,10 @@ export function allowlistCommand(): Command {
       .requiredOption('--name <name>', 'a unique name for the entry, shown in logs (e.g. printers)')
       .option('--sender <address>', 'send everything from this network as this address')
       .option('--rate-limit <rate>', 'messages allowed, e.g. 60/min, 1000/hour')
-      .option('--force', 'allow a range that includes public internet addresses (dangerous)'),
+      .option(
+        '--force',
+        'allow a range that includes public internet addresses (writes publicRange: true; never /0-/7)',
+      ),
     '  smarthost allowlist add 10.20.30.0/24 --name printers --sender scanner@corp.example --rate-limit 60/min',
   ).action(async (cidr: string, opts: AddOptions) => {
     const range = parseRange(cidr);
@@ -113,7 +117,7 @@ export function allowlistCommand(): Command {
 }
 
 function ownPolicy(entry: Config['allowlist'][number]): Policy {
-  const { cidr: _c, name: _n, ...own } = entry;
+  const { cidr: _c, name: _n, publicRange: _p, ...own } = entry;
   return own;
 }
 
@@ -163,7 +167,9 @@ function addEntry(doc: Document, input: string, range: Range, opts: AddOptions):
       );
     }
   }
-  const entry: Record<string, string> = { cidr: range.text, name: opts.name };
+  const entry: Record<string, string | boolean> = { cidr: range.text, name: opts.name };
+  // The acknowledgement the config's validation asks of a public range (policy/open-relay.ts).
+  if (relayRisk(range)) entry.publicRange = true;
   if (opts.sender) entry.sender = opts.sender;
   if (opts.rateLimit) entry.rateLimit = opts.rateLimit;
   seq.add(doc.createNode(entry));
@@ -171,22 +177,23 @@ function addEntry(doc: Document, input: string, range: Range, opts: AddOptions):
 }
 
 function checkNotPublic(range: Range, force: boolean): void {
-  if (!includesPublic(range)) return;
-  const what =
-    range.prefix === 0
-      ? `${range.text} is every ${range.family === 4 ? 'IPv4' : 'IPv6'} address there is`
-      : `${range.text} includes public internet addresses (${sizeOf(range)} addresses, not all private, loopback, link-local, CGNAT or ULA)`;
+  const risk = relayRisk(range);
+  if (!risk) return;
+  if (risk.level === 'open') {
+    // No flag allows it: the config's validation would refuse it too.
+    refuse(`refused: ${allowlistProblem(range.text, false) ?? risk.what}`);
+  }
   if (!force) {
     refuse(
-      `refused: ${what}.\n` +
+      `refused: ${risk.what}.\n` +
         'Allowing it would make this relay an OPEN RELAY for the internet: anyone who can reach its port could send mail ' +
         'through your ESP account, as your company, without a login. Spammers find open relays within hours.\n' +
         'Allow only your own networks (e.g. 10.20.30.0/24). If this range really is yours and the relay cannot be reached ' +
-        'from the internet, add --force.',
+        'from the internet, add --force (the entry gets publicRange: true, which says so).',
     );
   }
   warn(
-    `${what}. Added because of --force: any client in it may send without a login. ` +
+    `${risk.what}. Added because of --force, with publicRange: true: any client in it may send without a login. ` +
       'Make sure the relay cannot be reached from the internet, or this is an open relay.',
   );
 }

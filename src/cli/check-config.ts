@@ -9,10 +9,29 @@ import type { ReloadPreview } from '../config/watch.js';
 import { controlRequest } from '../control/client.js';
 import { isSecretKey, REDACTED, Secret } from '../config/secret.js';
 import { formatDuration } from '../config/units.js';
+import { checkCertificateFiles } from '../smtp/cert-check.js';
 import { loadConfigOrExit } from './common.js';
-import { note, printJson, say, sizeInUnits, withConfigOption } from './output.js';
+import {
+  CliError,
+  EXIT_REFUSED,
+  note,
+  printJson,
+  say,
+  sizeInUnits,
+  warn,
+  withConfigOption,
+} from './output.js';
 
-const DURATION_KEYS = new Set(['maxAge', 'retry', 'authFailureWindow', 'authLockout', 'grace', 'timeout']);
+const DURATION_KEYS = new Set([
+  'maxAge',
+  'retry',
+  'authFailureWindow',
+  'authLockout',
+  'grace',
+  'timeout',
+  'maxQueueAge',
+  'checkInterval',
+]);
 const SIZE_KEYS = new Set(['maxMessageSize']);
 /** Not worth printing: the text of a `ca` file (its path is shown). */
 const LEFT_OUT = new Set(['caText']);
@@ -28,7 +47,8 @@ export function presentConfig(config: Config): Record<string, unknown> {
     if (value === undefined || LEFT_OUT.has(key)) return undefined;
     // Secrets print as *** anyway; a secret-named key holding something else is masked too.
     if (value instanceof Secret || (isSecretKey(key) && value)) return REDACTED;
-    if (DURATION_KEYS.has(key) || parent === 'backoff') {
+    if (parent === 'retention' && value === 0) return 'off';
+    if (DURATION_KEYS.has(key) || parent === 'backoff' || parent === 'retention') {
       if (typeof value === 'number') return formatDuration(value);
       if (Array.isArray(value)) return value.map((v) => (typeof v === 'number' ? formatDuration(v) : v));
     }
@@ -89,10 +109,22 @@ export function checkConfigCommand(): Command {
     '  smarthost check-config -c /etc/smarthost/smarthost.yml',
   ).action(async (opts: { config?: string; json?: boolean; quiet?: boolean }) => {
     const config = loadConfigOrExit(opts.config);
+    // What start would fail on, or serve to every client: the certificate and its key.
+    const findings = checkCertificateFiles(config.tls);
+    const errors = findings.filter((f) => f.level === 'error').map((f) => f.message);
+    if (errors.length) throw new CliError(`${config.source}: ${errors.join('\n')}`, EXIT_REFUSED);
+    for (const finding of findings) warn(finding.message);
     if (opts.quiet) return;
     const shown = presentConfig(config);
     const running = await previewOnRunningRelay(config);
-    if (opts.json) return printJson({ valid: true, source: config.source, config: shown, running });
+    if (opts.json)
+      return printJson({
+        valid: true,
+        source: config.source,
+        config: shown,
+        running,
+        warnings: findings.map((f) => f.message),
+      });
     process.stderr.write(`config OK: ${config.source}\n`);
     for (const line of running ? describePreview(running) : []) note(line);
     if (!config.upstreams.length) {

@@ -1,17 +1,59 @@
 // Steps shared by the commands that read or edit the config and talk to the running relay.
+import path from 'node:path';
+import { accessSync, constants } from 'node:fs';
 import { ConfigEditError, editConfigFile, type DocumentEdit, type EditResult } from '../config/edit.js';
-import { ConfigError, loadConfig, type Config } from '../config/load.js';
+import { ConfigError, findConfigFile, loadConfig, type Config } from '../config/load.js';
 import type { ReloadResult } from '../config/watch.js';
 import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
 import { CliError, configFileForEdit, EXIT_REFUSED, note, say } from './output.js';
+import { CONFIG_READ_ADVICE, configWriteAdvice, describeFsError, isFsError } from './fs-errors.js';
 
 /** The config `start` would load; a config that does not load stops the command (exit 1). */
 export function loadConfigOrExit(explicit?: string): Config {
+  // A file that is there but cannot be read is not an invalid config: say who cannot read it.
+  const file = findConfigFile(explicit);
+  try {
+    if (file) accessSync(file, constants.R_OK);
+  } catch (err) {
+    if (isFsError(err) && err.code !== 'ENOENT') {
+      throw new CliError(
+        describeFsError(err, 'read the config file', file, CONFIG_READ_ADVICE),
+        EXIT_REFUSED,
+      );
+    }
+  }
   try {
     return loadConfig(explicit);
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message, EXIT_REFUSED);
     throw err;
+  }
+}
+
+/**
+ * Fails early, before a command asks for a password, when the config file (or, for a new one,
+ * its folder) cannot be written: the edit would be refused anyway, after the typing.
+ */
+export function assertConfigWritable(explicit: string | undefined): void {
+  const file = configFileForEdit(explicit);
+  for (const target of [path.dirname(file), file]) {
+    try {
+      accessSync(target, constants.W_OK);
+    } catch (err) {
+      if (isFsError(err) && err.code === 'ENOENT') continue;
+      if (isFsError(err)) {
+        throw new CliError(
+          describeFsError(
+            err,
+            `write the config (${path.basename(file)}) in`,
+            target,
+            configWriteAdvice(err),
+          ),
+          EXIT_REFUSED,
+        );
+      }
+      throw err;
+    }
   }
 }
 
@@ -23,6 +65,15 @@ export async function editAndApply(explicit: string | undefined, edit: DocumentE
     result = await editConfigFile(file, edit);
   } catch (err) {
     if (err instanceof ConfigEditError) throw new CliError(err.message, EXIT_REFUSED);
+    if (isFsError(err)) {
+      // The temp file beside it, or the .bak copy: the folder is what cannot be written.
+      const where =
+        path.dirname(err.path) === path.dirname(file) && err.path !== file ? path.dirname(file) : err.path;
+      throw new CliError(
+        describeFsError(err, `write the config (${path.basename(file)}) in`, where, configWriteAdvice(err)),
+        EXIT_REFUSED,
+      );
+    }
     throw err;
   }
   for (const text of result.notes) note(text);

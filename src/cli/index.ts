@@ -13,6 +13,7 @@ import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
 import { clusterCommand } from './cluster.js';
 import { quietOnClosedPipes } from './pipes.js';
+import { describeFsError, isFsError, verbOf } from './fs-errors.js';
 
 // dist/src/cli/index.js → the package's package.json.
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
@@ -46,6 +47,16 @@ program.addCommand(upstreamCommand());
 program.addCommand(sendTestCommand());
 program.addCommand(reloadCommand());
 program.addCommand(clusterCommand());
+// Listed for --help only: bin/smarthost.js runs `smarthost sendmail …` before commander sees it.
+program
+  .command('sendmail')
+  .description(
+    'the sendmail command for scripts and cron (-t, -i, -f…): see README, "Linux servers and scripts"',
+  )
+  .addHelpText(
+    'after',
+    '\nExample:\n  printf "To: ops@corp.example\\nSubject: hi\\n\\nhello\\n" | smarthost sendmail -t -i',
+  );
 
 // Exit codes: 0 ok, 1 a refused action, 2 a usage error. Commander's own errors (unknown
 // option, missing argument…) are usage errors; commands added with addCommand do not inherit
@@ -75,6 +86,10 @@ try {
   } else if (err instanceof CliError) {
     process.stderr.write(`smarthost: ${err.message}\n`);
     process.exitCode = err.exitCode;
+  } else if (isFsError(err)) {
+    // Permissions or the file system, not a bug: one line, no stack trace.
+    process.stderr.write(`smarthost: ${describeFsError(err, verbOf(err))}\n`);
+    process.exitCode = EXIT_REFUSED;
   } else {
     process.stderr.write(`smarthost: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = EXIT_REFUSED;

@@ -1,10 +1,19 @@
-// `smarthost queue list|show|retry|delete|failed|requeue`. Talks to the running relay over its
-// control socket; when the relay is not running, works on the spool directly.
+// `smarthost queue list|show|retry|delete|hold|release|failed|requeue`. Talks to the running
+// relay over its control socket; when the relay is not running, works on the spool directly.
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import { findConfigFile } from '../config/load.js';
 import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
 import { ControlRefusal } from '../control/protocol.js';
-import { QueueAdmin, type IdsResult, type QueueSummary, type ShownMessage } from '../control/queue-admin.js';
+import {
+  QueueAdmin,
+  type Action,
+  type IdsResult,
+  type QueueSummary,
+  type Selection,
+  type ShownMessage,
+} from '../control/queue-admin.js';
 import type { DeadLetter } from '../spool/spool.js';
 import { Spool } from '../spool/spool.js';
 import { loadConfigOrExit } from './common.js';
@@ -19,6 +28,7 @@ import {
   usage,
   withConfigOption,
 } from './output.js';
+import { filterFrom, isBulk, selectionFrom, withFilterOptions, type SelectOptions } from './queue-select.js';
 
 type Offline = (admin: QueueAdmin) => Promise<unknown>;
 
@@ -65,6 +75,64 @@ function report(verb: string, result: IdsResult): void {
     process.stderr.write(`not found: ${result.missing.join(' ')}\n`);
     process.exitCode = EXIT_REFUSED;
   }
+  for (const { id, reason } of result.skipped ?? []) {
+    process.stderr.write(`not done: ${id}: ${reason}\n`);
+    process.exitCode = EXIT_REFUSED;
+  }
+}
+
+/**
+ * A bulk change (--all or a filter, no ids) needs --yes; without it, says how many messages it
+ * would change and stops (exit 1), changing nothing. `retry` only moves attempts forward and
+ * is exempt (the documented step after an outage is a bare `queue retry --all`).
+ */
+async function confirmBulk(
+  configOption: string | undefined,
+  action: Action,
+  selection: Selection,
+  yes: boolean | undefined,
+  verb: string,
+): Promise<boolean> {
+  if (yes || action === 'retry' || !isBulk(selection)) return true;
+  const ids = (await run(configOption, 'queue.match', { action, ...selection }, (a) =>
+    a.match(action, selection),
+  )) as string[];
+  if (!ids.length) {
+    say('no message matches: nothing to do');
+    return false;
+  }
+  const shown = ids.length > 10 ? `${ids.slice(0, 10).join(' ')} …` : ids.join(' ');
+  say(`${ids.length} message${ids.length === 1 ? '' : 's'} would be ${verb}: ${shown}`);
+  throw new CliError(
+    `nothing changed: add --yes to ${action} ${ids.length === 1 ? 'it' : 'them'}`,
+    EXIT_REFUSED,
+  );
+}
+
+/** `queue retry|delete|hold|release`: ids, --all or filters; --yes for a bulk change. */
+function selectCommand(
+  cmd: Command,
+  action: Exclude<Action, 'list'>,
+  description: string,
+  verbs: { done: (r: IdsResult) => string; would: string },
+  example: string,
+): void {
+  const sub = withFilterOptions(
+    cmd
+      .command(action)
+      .description(description)
+      .argument('[ids...]', 'queue ids')
+      .option('--all', 'every message it applies to')
+      .option('-y, --yes', 'go ahead with a change by --all or a filter (without: only counts)'),
+  );
+  withConfigOption(sub, example).action(async (ids: string[], opts: SelectOptions & { config?: string }) => {
+    const selection = selectionFrom(ids, opts, action);
+    if (!(await confirmBulk(opts.config, action, selection, opts.yes, verbs.would))) return;
+    const result = (await run(opts.config, `queue.${action}`, { ...selection }, (a) =>
+      a[action](selection),
+    )) as IdsResult;
+    report(verbs.done(result), result);
+  });
 }
 
 export function queueCommand(): Command {
@@ -76,13 +144,18 @@ export function queueCommand(): Command {
     );
 
   withConfigOption(
-    cmd
-      .command('list')
-      .description('id, age, sender, recipients, attempts, last error')
-      .option('--json', 'print JSON'),
-    '  smarthost queue list --json',
-  ).action(async (opts: { config?: string; json?: boolean }) => {
-    const rows = (await run(opts.config, 'queue.list', {}, (a) => a.list())) as QueueSummary[];
+    withFilterOptions(
+      cmd
+        .command('list')
+        .description('id, age, sender, recipients, attempts, next attempt (or held), last error')
+        .option('--json', 'print JSON'),
+    ),
+    "  smarthost queue list --json\n  smarthost queue list --to '*@example.com' --older-than 2h",
+  ).action(async (opts: SelectOptions & { config?: string; json?: boolean }) => {
+    const filter = filterFrom(opts);
+    const rows = (await run(opts.config, 'queue.list', filter ? { filter } : {}, (a) =>
+      a.list(filter),
+    )) as QueueSummary[];
     if (opts.json) return printJson(rows);
     printTable(
       rows.map((r) => ({
@@ -91,7 +164,14 @@ export function queueCommand(): Command {
         from: r.from || '<>',
         to: clip(r.recipients.join(','), 40),
         attempts: r.attempts,
-        next: r.inFlight ? 'delivering' : when(r.nextAttemptAt),
+        next:
+          r.state === 'held' || r.state === 'failed'
+            ? r.state === 'held'
+              ? 'held'
+              : 'dead letter'
+            : r.inFlight
+              ? 'delivering'
+              : when(r.nextAttemptAt),
         error: clip(r.lastError, 60),
       })),
       [
@@ -103,69 +183,85 @@ export function queueCommand(): Command {
         { key: 'next', title: 'NEXT' },
         { key: 'error', title: 'LAST ERROR' },
       ],
-      'the queue is empty',
+      filter ? 'no message matches' : 'the queue is empty',
     );
-    if (rows.length) say(`${rows.length} message${rows.length === 1 ? '' : 's'} waiting`);
+    const held = rows.filter((r) => r.state === 'held').length;
+    if (rows.length)
+      say(`${rows.length} message${rows.length === 1 ? '' : 's'}${held ? ` (${held} on hold)` : ''}`);
   });
 
   withConfigOption(
     cmd
       .command('show')
-      .description("a message's envelope, delivery state and headers")
+      .description("a message's envelope, delivery state and headers; or the stored message itself")
       .argument('<id>', 'the queue id')
-      .option('--json', 'print JSON'),
-    '  smarthost queue show 0MI3B2X1A3F4E5D6C7B',
-  ).action(async (id: string, opts: { config?: string; json?: boolean }) => {
-    const shown = (await run(opts.config, 'queue.show', { id }, (a) => a.show(id))) as ShownMessage;
-    if (opts.json) return printJson(shown);
-    const e = shown.entry;
-    say(
-      `id:          ${e.id}${shown.where === 'failed' ? '  (dead letter)' : ''}${shown.inFlight ? '  (being delivered)' : ''}`,
-    );
-    say(
-      `received:    ${new Date(e.createdAt).toISOString()} (${age(e.createdAt)} ago) from ${e.client.address} as ${e.source}`,
-    );
-    say(
-      `from:        ${e.from || '<>'}${e.originalFrom !== e.from ? `  (client said ${e.originalFrom || '<>'})` : ''}`,
-    );
-    say(`size:        ${e.size} bytes`);
-    say(`attempts:    ${e.attempts}${shown.where === 'queue' ? `, next ${when(e.nextAttemptAt)}` : ''}`);
-    if (e.lastError) say(`last error:  ${e.lastError}`);
-    if ('reason' in e)
-      say(`failed:      ${new Date((e as DeadLetter).failedAt).toISOString()}: ${(e as DeadLetter).reason}`);
-    say('recipients:');
-    for (const r of e.recipients)
-      say(`  ${r.status.padEnd(9)} ${r.address}${r.lastReply ? `  (${r.lastReply})` : ''}`);
-    say('headers:');
-    say(shown.headers.replace(/^/gm, '  '));
-  });
+      .option('--json', 'print JSON')
+      .option('--body', 'print the stored message (headers and body, as it is sent)')
+      .option('--headers', 'print only its header section'),
+    '  smarthost queue show 0MI3B2X1A3F4E5D6C7B\n  smarthost queue show 0MI3B2X1A3F4E5D6C7B --body | less',
+  ).action(
+    async (id: string, opts: { config?: string; json?: boolean; body?: boolean; headers?: boolean }) => {
+      if ([opts.json, opts.body, opts.headers].filter(Boolean).length > 1) {
+        usage('give one of --json, --body and --headers');
+      }
+      const shown = (await run(opts.config, 'queue.show', { id }, (a) => a.show(id))) as ShownMessage;
+      if (opts.json) return printJson(shown);
+      if (opts.headers) return say(shown.headers);
+      if (opts.body) return printBody(shown);
+      const e = shown.entry;
+      const where = { queue: '', held: '  (on hold)', failed: '  (dead letter)' }[shown.where];
+      say(`id:          ${e.id}${where}${shown.inFlight ? '  (being delivered)' : ''}`);
+      say(
+        `received:    ${new Date(e.createdAt).toISOString()} (${age(e.createdAt)} ago) from ${e.client.address} as ${e.source}`,
+      );
+      say(
+        `from:        ${e.from || '<>'}${e.originalFrom !== e.from ? `  (client said ${e.originalFrom || '<>'})` : ''}`,
+      );
+      say(`size:        ${e.size} bytes`);
+      say(`attempts:    ${e.attempts}${shown.where === 'queue' ? `, next ${when(e.nextAttemptAt)}` : ''}`);
+      if (e.lastError) say(`last error:  ${e.lastError}`);
+      if ('reason' in e)
+        say(
+          `failed:      ${new Date((e as DeadLetter).failedAt).toISOString()}: ${(e as DeadLetter).reason}`,
+        );
+      say('recipients:');
+      for (const r of e.recipients)
+        say(
+          `  ${r.status.padEnd(9)} ${r.address}${r.upstream ? ` via ${r.upstream}` : ''}${r.lastReply ? `  (${r.lastReply})` : ''}`,
+        );
+      say('headers:');
+      say(shown.headers.replace(/^/gm, '  '));
+    },
+  );
 
-  withConfigOption(
-    cmd
-      .command('retry')
-      .description('try now, whatever the next-attempt time')
-      .argument('[ids...]', 'queue ids')
-      .option('--all', 'every message in the queue'),
-    '  smarthost queue retry --all\n  smarthost queue retry 0MI3B2X1A3F4E5D6C7B',
-  ).action(async (ids: string[], opts: { config?: string; all?: boolean }) => {
-    if (opts.all && ids.length) usage('give queue ids or --all, not both');
-    if (!opts.all && !ids.length) usage('give the queue ids to retry, or --all');
-    const result = (await run(opts.config, 'queue.retry', opts.all ? { all: true } : { ids }, (a) =>
-      a.retry(opts.all ? 'all' : ids),
-    )) as IdsResult;
-    report(result.live ? 'retrying' : 'due now (when the relay starts)', result);
-  });
-
-  withConfigOption(
-    cmd
-      .command('delete')
-      .description('remove messages for good (no bounce is sent)')
-      .argument('<ids...>', 'queue ids (or dead letter ids)'),
-    '  smarthost queue delete 0MI3B2X1A3F4E5D6C7B',
-  ).action(async (ids: string[], opts: { config?: string }) => {
-    const result = (await run(opts.config, 'queue.delete', { ids }, (a) => a.delete(ids))) as IdsResult;
-    report('deleted', result);
-  });
+  selectCommand(
+    cmd,
+    'retry',
+    'try now, whatever the next-attempt time (not held messages: release them)',
+    { done: (r) => (r.live ? 'retrying' : 'due now (when the relay starts)'), would: 'retried' },
+    "  smarthost queue retry --all\n  smarthost queue retry 0MI3B2X1A3F4E5D6C7B\n  smarthost queue retry --to '*@example.com'",
+  );
+  selectCommand(
+    cmd,
+    'delete',
+    'remove messages for good, queued, held or dead letters (no bounce is sent)',
+    { done: () => 'deleted', would: 'deleted' },
+    "  smarthost queue delete 0MI3B2X1A3F4E5D6C7B\n  smarthost queue delete --from 'spam*@corp.example' --yes",
+  );
+  selectCommand(
+    cmd,
+    'hold',
+    'put messages on hold: not attempted, nor expired, until released (postsuper -h)',
+    { done: () => 'held', would: 'put on hold' },
+    '  smarthost queue hold 0MI3B2X1A3F4E5D6C7B\n  smarthost queue hold --source printers --yes',
+  );
+  selectCommand(
+    cmd,
+    'release',
+    'release held messages: back in the queue, tried at once (postsuper -H)',
+    { done: () => 'released', would: 'released' },
+    '  smarthost queue release 0MI3B2X1A3F4E5D6C7B\n  smarthost queue release --all --yes',
+  );
 
   withConfigOption(
     cmd
@@ -213,4 +309,19 @@ export function queueCommand(): Command {
   });
 
   return cmd;
+}
+
+/** Streams the stored message to stdout: never read whole (a scan may be 30 MB). */
+async function printBody(shown: ShownMessage): Promise<void> {
+  try {
+    await pipeline(createReadStream(shown.bodyPath), process.stdout, { end: false });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new CliError(`${shown.entry.id} is no longer there: delivered, moved or deleted meanwhile`);
+    }
+    // The reader went away (| head): pipes.ts stops the command quietly.
+    if (code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+    throw err;
+  }
 }

@@ -39,5 +39,8 @@ export function reloadCommand(): Command {
     if (result.restartNeeded.length) {
       note(`not applied, these take effect only after a restart: ${result.restartNeeded.join(', ')}`);
     }
+    // A renewal hook runs this: a refused certificate must fail it, though the config applied.
+    if (result.certificate?.ok === false) throw new CliError(result.certificate.message, EXIT_REFUSED);
+    if (result.certificate) say(`TLS: ${result.certificate.message}`);
   });
 }

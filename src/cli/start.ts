@@ -6,6 +6,7 @@ import { registerReloadHandlers } from '../control/handlers.js';
 import { BatchedOutput, createLogger } from '../log.js';
 import { Relay } from '../relay.js';
 import { loadConfigOrExit } from './common.js';
+import { describeFsError, isFsError, verbOf, spoolAdvice } from './fs-errors.js';
 
 export async function startCommand(options: { config?: string }): Promise<void> {
   const config = loadConfigOrExit(options.config);
@@ -26,6 +27,16 @@ export async function startCommand(options: { config?: string }): Promise<void> 
     await relay.start();
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
+    if (isFsError(e)) {
+      // The spool (or a file in it) cannot be made or written: not a port problem.
+      const inSpool = e.path.startsWith(config.spool.dir);
+      log.error(
+        `could not start: ${describeFsError(e, verbOf(e), e.path, inSpool ? spoolAdvice(config.spool.dir) : '')}`,
+        { event: 'start_failed', path: e.path, code: e.code },
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      process.exit(1);
+    }
     const hint =
       e.code === 'EADDRINUSE'
         ? ' (is another smarthost or mail server running on that port?)'
@@ -48,7 +59,7 @@ export async function startCommand(options: { config?: string }): Promise<void> 
     relay.stop().then(
       () => setTimeout(() => process.exit(0), 20),
       (err: Error) => {
-        log.error('error while stopping', { error: err.message });
+        log.error('error while stopping', { event: 'stop_failed', error: err.message });
         process.exit(1);
       },
     );

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import type { Document } from 'yaml';
 import { ConfigEditError, ensureSeq, getSeq, seqMaps, stringAt } from '../config/edit.js';
 import { hashPassword } from '../policy/passwords.js';
-import { editAndApply, loadConfigOrExit, readStdin } from './common.js';
+import { assertConfigWritable, editAndApply, loadConfigOrExit, readStdin } from './common.js';
 import { describePolicy } from './policy-text.js';
 import { printJson, printTable, say, usage, withConfigOption, CliError, EXIT_REFUSED } from './output.js';
 import { SOURCE_NAME } from '../config/schema.js';
@@ -27,6 +27,7 @@ export function userCommand(): Command {
     '  smarthost user add crm --sender crm@corp.example\n  printf %s "$CRM_SMTP_PASSWORD" | smarthost user add crm --password-stdin',
   ).action(async (name: string, opts: { config?: string; sender?: string; passwordStdin?: boolean }) => {
     checkName(name);
+    assertConfigWritable(opts.config);
     const password = await readPassword(name, Boolean(opts.passwordStdin));
     const hash = await hashPassword(password);
     await editAndApply(opts.config, (doc) => {
@@ -51,6 +52,7 @@ export function userCommand(): Command {
       .option('--password-stdin', 'read the new password from stdin (for scripts)'),
     '  smarthost user passwd crm',
   ).action(async (name: string, opts: { config?: string; passwordStdin?: boolean }) => {
+    assertConfigWritable(opts.config);
     const password = await readPassword(name, Boolean(opts.passwordStdin));
     const hash = await hashPassword(password);
     await editAndApply(opts.config, (doc) => {

@@ -29,8 +29,14 @@ export interface SharedLimits {
     user: string | undefined,
     settings: AuthFailureSettings,
   ): Promise<AuthFailureResult>;
-  /** Milliseconds the address or the username stays locked out (the longer), or 0. Asked at AUTH. */
-  lockedFor(address: string, user?: string): Promise<number>;
+  /** Milliseconds the address and the username (0 when none given) stay locked out, or 0. Asked at AUTH. */
+  lockedFor(address: string, user?: string): Promise<Lockouts>;
+}
+
+/** How long each stays locked out, in milliseconds (0: not locked). */
+export interface Lockouts {
+  address: number;
+  user: number;
 }
 
 /** The local counters that LocalLimits answers from (PolicyState's). */
@@ -38,6 +44,7 @@ export interface LocalCounters {
   readonly messageRate: RateLimiter;
   readonly recipientRate: RateLimiter;
   readonly authFailures: AuthFailureTracker;
+  readonly userAuthFailures: AuthFailureTracker;
 }
 
 /** One relay's own counters, as before cluster mode. */
@@ -49,18 +56,22 @@ export class LocalLimits implements SharedLimits {
     return Promise.resolve(limiter.take(key, rate));
   }
 
-  // AuthFailureTracker counts by address. (When it counts by username too, another branch, pass
-  // `user` on here; the Redis side counts both already.)
+  // The username comes as the engine keys it (case-folded, bounded), so both sides count alike.
   authFailed(
     address: string,
-    _user: string | undefined,
+    user: string | undefined,
     settings: AuthFailureSettings,
   ): Promise<AuthFailureResult> {
-    return Promise.resolve({ address: this.counters.authFailures.fail(address, settings), user: false });
+    const addressLocked = this.counters.authFailures.fail(address, settings);
+    const userLocked = user !== undefined && this.counters.userAuthFailures.fail(user, settings);
+    return Promise.resolve({ address: addressLocked, user: userLocked });
   }
 
-  lockedFor(address: string): Promise<number> {
-    return Promise.resolve(this.counters.authFailures.lockedFor(address));
+  lockedFor(address: string, user?: string): Promise<Lockouts> {
+    return Promise.resolve({
+      address: this.counters.authFailures.lockedFor(address),
+      user: user === undefined ? 0 : this.counters.userAuthFailures.lockedFor(user),
+    });
   }
 }
 
@@ -102,20 +113,20 @@ export class RedisLimits implements SharedLimits {
         settings.windowMs,
         settings.lockoutMs,
         randomBytes(6).toString('base64url'),
-        user ? '1' : '0',
+        user !== undefined ? '1' : '0',
       ),
     );
     if (!shared) return localResult;
     return { address: shared[0] === 1, user: shared[1] === 1 };
   }
 
-  async lockedFor(address: string, user?: string): Promise<number> {
+  async lockedFor(address: string, user?: string): Promise<Lockouts> {
     const keys = this.client.keys;
     const shared = await this.client.run((r) =>
       // No username: a key that never exists stands in for its lockout.
       r.smarthostLockedFor(keys.lockout('addr', address), keys.lockout('user', user ?? '')),
     );
     if (!shared) return this.local.lockedFor(address, user);
-    return Math.max(Number(shared[0]), user ? Number(shared[1]) : 0);
+    return { address: Number(shared[0]), user: user !== undefined ? Number(shared[1]) : 0 };
   }
 }

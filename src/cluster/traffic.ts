@@ -4,7 +4,7 @@
 // message never waits for Redis; while Redis is degraded they keep gathering (bounded: at most
 // MAX_KEYS rows a minute, the rest under "(other)", and only the last 24 h) and go out when it
 // is back.
-import { isRateLimitReason } from '../metrics.js';
+import { isRateLimitReason, isRefusalReason, type RefusalReason } from '../events.js';
 import {
   emptyCounts,
   OTHER_SOURCES,
@@ -59,7 +59,7 @@ export class ClusterTraffic {
     counts.bytes += bytes;
   }
 
-  refused(reason: string, client: string, source?: string): void {
+  refused(reason: RefusalReason, client: string, source?: string): void {
     const counts = source ? this.counts(source, false) : this.counts(client, true);
     counts.refused++;
     counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
@@ -118,7 +118,7 @@ export class ClusterTraffic {
         if (!to) into.set(row, c);
         else {
           for (const [name] of FIELDS) to[name] += c[name];
-          for (const [reason, n] of Object.entries(c.reasons))
+          for (const [reason, n] of Object.entries(c.reasons) as [RefusalReason, number][])
             to.reasons[reason] = (to.reasons[reason] ?? 0) + n;
         }
       }
@@ -162,8 +162,11 @@ export function parseHash(hash: Record<string, string>): Map<string, TrafficCoun
     if (!Number.isFinite(n)) continue;
     let counts = rows.get(row);
     if (!counts) rows.set(row, (counts = emptyCounts()));
-    if (what.startsWith('x:')) counts.reasons[what.slice(2)] = n;
-    else {
+    if (what.startsWith('x:')) {
+      // A reason this version does not know (a newer relay wrote it) stays in `refused` only.
+      const reason = what.slice(2);
+      if (isRefusalReason(reason)) counts.reasons[reason] = n;
+    } else {
       const entry = FIELDS.find(([, f]) => f === what);
       if (entry) counts[entry[0]] = n;
     }

@@ -223,7 +223,9 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
     upstreams,
     cluster,
     spool: { dir: spoolDir },
-    tls: data.tls ? { cert: resolvePath(data.tls.cert), key: resolvePath(data.tls.key) } : undefined,
+    tls: data.tls
+      ? { cert: resolvePath(data.tls.cert), key: resolvePath(data.tls.key), watch: data.tls.watch }
+      : undefined,
     control: {
       socket: data.control.socket ? resolvePath(data.control.socket) : path.join(spoolDir, 'control.sock'),
     },

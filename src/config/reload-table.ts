@@ -18,13 +18,20 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   // The greeting, EHLO to the ESP and the self-signed certificate are made at start.
   hostname: 'restart',
   listen: 'restart',
-  tls: 'restart',
+  // New paths are read at once (the files are re-read on every reload anyway, and watched:
+  // smtp/cert-reload.ts); adding or removing the whole `tls:` block counts as `tls`: restart.
+  'tls.cert': 'live',
+  'tls.key': 'live',
+  // The watch is set up at start.
+  'tls.watch': 'restart',
   upstreams: 'courier',
   'spool.dir': 'restart',
   // The queue reads these at each decision.
   'queue.maxAge': 'live',
   'queue.retry': 'live',
   'queue.concurrency': 'live',
+  // The retention sweeper reads these at each sweep (hourly).
+  retention: 'live',
   // The policy engine is rebuilt on reload (its counters carry over).
   'limits.maxMessageSize': 'live',
   'limits.maxRecipients': 'live',
@@ -34,6 +41,11 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   'limits.maxAuthFailures': 'live',
   'limits.authFailureWindow': 'live',
   'limits.authLockout': 'live',
+  'limits.maxUntrustedConnections': 'live',
+  'limits.maxRefusedCommands': 'live',
+  'limits.commandTimeout': 'live',
+  'limits.untrustedCommandTimeout': 'live',
+  'limits.dataTimeout': 'live',
   bounces: 'live',
   senders: 'live',
   defaults: 'live',
@@ -45,6 +57,8 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   'log.format': 'restart',
   metrics: 'restart',
   'control.socket': 'restart',
+  // Read at each /readyz and each check.
+  health: 'live',
   // smtp-server's close timeout is set when the listener starts.
   'shutdown.grace': 'restart',
   // The Redis client and its key prefix are set up at start (src/cluster/).

@@ -3,6 +3,7 @@
 // Objects are strict: a misspelt key is an error that names it, not a silent no-op.
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { allowlistProblem } from '../policy/open-relay.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseRate, parseSize } from './units.js';
 
@@ -32,6 +33,19 @@ const rate = z.string().transform((value, ctx) => {
   }
   return parsed;
 });
+
+/** How long to keep something: a duration, or 0 / off / false to keep it for ever. */
+const retentionAge = z
+  .union([z.literal('off'), z.literal(false), z.string(), z.number()])
+  .transform((value, ctx) => {
+    if (value === 'off' || value === false) return 0;
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'expected a duration such as 7d or 30d, or off' });
+      return z.NEVER;
+    }
+    return ms;
+  });
 
 const port = z.number().int().min(1).max(65535);
 
@@ -94,7 +108,19 @@ export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const sourceName = z.string().regex(SOURCE_NAME, 'expected a name of letters, digits, ".", "_" or "-"');
 
-const allowlistEntry = z.strictObject({ cidr, name: sourceName, ...policyFields });
+const allowlistEntry = z
+  .strictObject({
+    cidr,
+    name: sourceName,
+    /** The range has public addresses and that is intended (policy/open-relay.ts). */
+    publicRange: z.boolean().optional(),
+    ...policyFields,
+  })
+  .superRefine((entry, ctx) => {
+    // Never an open relay: the same check as `allowlist add`, for entries written by hand.
+    const problem = allowlistProblem(entry.cidr, entry.publicRange === true);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['cidr'], message: problem });
+  });
 
 const userEntry = z.strictObject({
   name: sourceName,
@@ -119,6 +145,8 @@ const listener = z.strictObject({
   starttls: z.boolean().default(true),
   /** Read a PROXY protocol header (HAProxy, cloud load balancers) for the client's real address. */
   proxyProtocol: z.boolean().default(false),
+  /** Refuse MAIL FROM:addr / RCPT TO:addr without angle brackets (501), as RFC 5321 has it. */
+  strictEnvelopes: z.boolean().default(false),
   tls: z
     .strictObject({
       minVersion: z.enum(['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
@@ -208,6 +236,8 @@ const upstream = z
     maxConnections: z.number().int().min(1).max(100).default(5),
     /** Sender domains routed to this upstream (empty: any). */
     senderDomains: z.array(domain).default([]),
+    /** Recipient domains routed to this upstream, and only these (empty: any recipient). */
+    recipientDomains: z.array(domain).default([]),
     rateLimit: rate.optional(),
     /** Messages that may start together before rateLimit's even pace applies (default 1). */
     burst: z.number().int().min(1).max(1000).optional(),
@@ -280,7 +310,14 @@ export const configSchema = z
       .array(listener)
       .min(1)
       .prefault([{ port: 2525 }]),
-    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+    tls: z
+      .strictObject({
+        cert: z.string(),
+        key: z.string(),
+        /** Reload the pair when its files change (off where file events are unreliable, e.g. NFS). */
+        watch: z.boolean().default(true),
+      })
+      .optional(),
     upstream: upstream.optional(),
     upstreams: z.array(upstream).optional(),
     spool: z.strictObject({ dir: z.string().default('./data') }).prefault({}),
@@ -292,6 +329,10 @@ export const configSchema = z
         concurrency: z.number().int().min(1).max(1000).default(20),
       })
       .prefault({}),
+    /** Dead letters and captured messages are removed after this long (retention.ts). */
+    retention: z
+      .strictObject({ failed: retentionAge.prefault('30d'), outbox: retentionAge.prefault('7d') })
+      .prefault({}),
     limits: z
       .strictObject({
         maxMessageSize: size.prefault('25MB'),
@@ -302,8 +343,26 @@ export const configSchema = z
         maxAuthFailures: z.number().int().min(1).default(5),
         authFailureWindow: duration.prefault('10m'),
         authLockout: duration.prefault('15m'),
+        /**
+         * Connections from clients neither allowlisted nor logged in, over all listeners; the
+         * rest of maxConnections stays for devices. Default: a quarter of maxConnections.
+         */
+        maxUntrustedConnections: z.number().int().min(1).optional(),
+        /** Refused commands in a session of an untrusted client before a 421 (devices are not cut off). */
+        maxRefusedCommands: z.number().int().min(1).default(10),
+        /** How long a trusted client has for each complete command line (RFC 5321: 5 min). */
+        commandTimeout: duration.prefault('5m'),
+        /** The same for a client neither allowlisted nor logged in. */
+        untrustedCommandTimeout: duration.prefault('30s'),
+        /** How long a client has to send a whole message after DATA's 354. */
+        dataTimeout: duration.prefault('10m'),
       })
-      .prefault({}),
+      .prefault({})
+      .transform((limits) => ({
+        ...limits,
+        maxUntrustedConnections:
+          limits.maxUntrustedConnections ?? Math.max(1, Math.floor(limits.maxConnections / 4)),
+      })),
     bounces: z
       .strictObject({
         to: email.optional(),
@@ -318,6 +377,11 @@ export const configSchema = z
       { cidr: '::1/128', name: 'localhost6' },
     ]),
     users: z.array(userEntry).default([]),
+    /**
+     * The local source `sendmail`: mail from `smarthost sendmail` (scripts, cron) on this host.
+     * Its policy keys over `defaults:`, as for any source; `enabled: false` refuses it.
+     */
+    sendmail: z.strictObject({ enabled: z.boolean().default(true), ...policyFields }).prefault({}),
     log: z
       .strictObject({
         level: z.enum(levels).default('info'),
@@ -327,6 +391,15 @@ export const configSchema = z
       .prefault({}),
     metrics: z.strictObject({ host: z.string().default('127.0.0.1'), port: port.default(9325) }).optional(),
     control: z.strictObject({ socket: z.string().optional() }).prefault({}),
+    /** What /readyz judges by (src/readiness.ts). */
+    health: z
+      .strictObject({
+        /** Not ready once the oldest queued message is older than this (0: never). */
+        maxQueueAge: duration.prefault('30m'),
+        /** How often an idle relay checks its upstreams (and a down one, whether it is back). */
+        checkInterval: duration.prefault('30s'),
+      })
+      .prefault({}),
     shutdown: z.strictObject({ grace: duration.prefault('30s') }).prefault({}),
     cluster,
   })
@@ -336,6 +409,13 @@ export const configSchema = z
         code: 'custom',
         path: ['upstreams'],
         message: 'use either upstream or upstreams, not both',
+      });
+    }
+    if (config.limits.maxUntrustedConnections > config.limits.maxConnections) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['limits', 'maxUntrustedConnections'],
+        message: `must not be larger than limits.maxConnections (${config.limits.maxConnections})`,
       });
     }
     const seen = new Set<string>();

@@ -11,11 +11,15 @@ import path from 'node:path';
 import type { Logger } from '../log.js';
 import { ConfigError, findConfigFile, loadConfig, parseConfigText, type Config } from './load.js';
 import { configChanges, keysWith, type ConfigChange } from './reload-table.js';
+import type { CertificateReload } from '../smtp/cert-reload.js';
 
 export interface Reloadable {
   readonly config: Config;
   /** Swaps the config in; says where mail now goes when the upstreams changed. */
-  applyConfig(config: Config): { upstreamChanged?: string } | void;
+  applyConfig(
+    config: Config,
+    reason?: string,
+  ): { upstreamChanged?: string; certificate?: CertificateReload } | void;
 }
 
 export interface ReloadResult {
@@ -33,6 +37,8 @@ export interface ReloadResult {
   users?: number;
   /** Set when the upstreams changed: where mail goes now. */
   upstreamChanged?: string;
+  /** The listeners' certificate, re-read on every reload (absent: none configured). */
+  certificate?: CertificateReload;
 }
 
 /** What a reload of the file would change now (nothing is applied). */
@@ -102,8 +108,11 @@ export class ConfigReloader {
     const newCourier = keysWith(changes, 'courier');
     const applied = changes.filter((c) => c.effect !== 'restart').map((c) => c.key);
     let upstreamChanged: string | undefined;
+    let certificate: CertificateReload | undefined;
     try {
-      upstreamChanged = this.relay.applyConfig(config)?.upstreamChanged;
+      const outcome = this.relay.applyConfig(config, reason);
+      upstreamChanged = outcome?.upstreamChanged;
+      certificate = outcome?.certificate;
     } catch (err) {
       // Nothing was swapped in (e.g. an upstream's ca file cannot be read).
       return refuse(`${file ?? config.source}: ${(err as Error).message}`);
@@ -140,6 +149,7 @@ export class ConfigReloader {
       allowlist: config.allowlist.length,
       users: config.users.length,
       upstreamChanged,
+      certificate,
     };
   }
 

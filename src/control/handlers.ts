@@ -5,7 +5,8 @@ import type { ConfigReloader } from '../config/watch.js';
 import type { DeliveryQueue } from '../queue/delivery-queue.js';
 import type { Spool } from '../spool/spool.js';
 import { ControlRefusal } from './protocol.js';
-import { QueueAdmin } from './queue-admin.js';
+import { QueueAdmin, type Action, type Selection } from './queue-admin.js';
+import type { QueueFilter } from './queue-filter.js';
 import type { ControlServer } from './server.js';
 
 function idList(args: Record<string, unknown>): string[] {
@@ -16,15 +17,34 @@ function idList(args: Record<string, unknown>): string[] {
   return ids as string[];
 }
 
+/** `ids`, `all: true` and `filter` as the CLI sends them; the admin checks what they hold. */
+function selection(args: Record<string, unknown>): Selection {
+  const out: Selection = {};
+  if (args.ids !== undefined) out.ids = idList(args);
+  if (args.all === true) out.all = true;
+  if (args.filter !== undefined) out.filter = args.filter as QueueFilter;
+  return out;
+}
+
+const ACTIONS: readonly Action[] = ['list', 'retry', 'delete', 'hold', 'release'];
+
 export function registerRelayHandlers(
   server: ControlServer,
   relay: { spool: Spool; queue: DeliveryQueue },
 ): void {
   const admin = new QueueAdmin(relay.spool, relay.queue);
-  server.registerHandler('queue.list', () => admin.list());
+  server.registerHandler('queue.list', (args) => admin.list(args.filter as QueueFilter | undefined));
   server.registerHandler('queue.show', (args) => admin.show(String(args.id)));
-  server.registerHandler('queue.retry', (args) => admin.retry(args.all === true ? 'all' : idList(args)));
-  server.registerHandler('queue.delete', (args) => admin.delete(idList(args)));
+  server.registerHandler('queue.match', (args) => {
+    const action = args.action as Action;
+    if (!ACTIONS.includes(action))
+      throw new ControlRefusal(`expected "action": one of ${ACTIONS.join(', ')}`);
+    return admin.match(action, selection(args));
+  });
+  server.registerHandler('queue.retry', (args) => admin.retry(selection(args)));
+  server.registerHandler('queue.delete', (args) => admin.delete(selection(args)));
+  server.registerHandler('queue.hold', (args) => admin.hold(selection(args)));
+  server.registerHandler('queue.release', (args) => admin.release(selection(args)));
   server.registerHandler('queue.failed', () => admin.failed());
   server.registerHandler('queue.requeue', (args) => admin.requeue(idList(args)));
 }

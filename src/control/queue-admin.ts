@@ -1,11 +1,13 @@
 // What the queue commands do, on a spool and (when the relay runs) its delivery queue. The
 // relay's control socket runs these with its queue; the CLI runs them on the spool directly
-// when no relay is running.
+// when no relay is running. Each action takes a selection: queue ids, or every message in the
+// action's reach (`--all`), narrowed by a filter (queue-filter.ts).
 import type { DeliveryQueue } from '../queue/delivery-queue.js';
 import { pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../spool/entry.js';
 import type { DeadLetter, Spool } from '../spool/spool.js';
 import { ControlRefusal } from './protocol.js';
 import { readHeaderBlock } from '../bounce/dsn.js';
+import { checkFilter, FilterError, matches, type MessageState, type QueueFilter } from './queue-filter.js';
 
 export interface QueueSummary {
   id: string;
@@ -21,24 +23,57 @@ export interface QueueSummary {
   size: number;
   source: string;
   inFlight: boolean;
+  state: MessageState;
 }
 
+/** Where a message is: the queue, on hold, or the dead letters. */
+export type Place = 'queue' | 'held' | 'failed';
+
 export interface ShownMessage {
-  where: 'queue' | 'failed';
+  where: Place;
   entry: QueueEntry | DeadLetter;
   inFlight: boolean;
-  /** The message's header block as stored (the body is not shown). */
+  /** The message's header block as stored. */
   headers: string;
+  /** The stored message (what is sent), for `queue show --body`: the CLI streams it from there. */
+  bodyPath: string;
 }
 
 export interface IdsResult {
   done: string[];
   missing: string[];
+  /** Ids found but not acted on, and why (a held message asked to be retried). */
+  skipped?: { id: string; reason: string }[];
   /** Whether a running relay did it (else the spool was changed directly). */
   live: boolean;
 }
 
-/** How long `queue delete` waits for a delivery in progress to finish before refusing. */
+/** Queue ids, or everything the action reaches (`all`), either way narrowed by `filter`. */
+export interface Selection {
+  ids?: string[];
+  all?: boolean;
+  filter?: QueueFilter;
+}
+
+export type Action = 'list' | 'retry' | 'delete' | 'hold' | 'release';
+
+/** Where each action looks when not given ids (`--state failed` adds the dead letters to list and delete). */
+const REACH: Record<Action, Place[]> = {
+  list: ['queue', 'held'],
+  retry: ['queue'],
+  delete: ['queue', 'held'],
+  hold: ['queue'],
+  release: ['held'],
+};
+
+interface Found {
+  id: string;
+  where: Place;
+  entry: QueueEntry | DeadLetter;
+  state: MessageState;
+}
+
+/** How long `queue delete` and `queue hold` wait for a delivery in progress to finish before refusing. */
 const IN_FLIGHT_WAIT_MS = 15_000;
 
 export class QueueAdmin {
@@ -49,99 +84,206 @@ export class QueueAdmin {
     private readonly inFlightWaitMs = IN_FLIGHT_WAIT_MS,
   ) {}
 
-  private async ids(): Promise<string[]> {
+  private async ids(place: Place): Promise<string[]> {
     try {
-      return await this.spool.list();
+      if (place === 'queue') return await this.spool.list();
+      if (place === 'held') return await this.spool.held.ids();
+      return (await this.spool.listFailed()).map((d) => d.id);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     }
   }
 
-  async list(): Promise<QueueSummary[]> {
-    const out: QueueSummary[] = [];
-    for (const id of await this.ids()) {
-      const entry = await this.spool.read(id).catch(() => undefined);
-      if (!entry) continue; // delivered meanwhile
-      out.push({
-        id,
-        createdAt: entry.createdAt,
-        from: entry.from,
-        recipients: pendingRecipients(entry),
-        delivered: entry.recipients.filter((r) => r.status === 'delivered').length,
-        failed: entry.recipients.filter((r) => r.status === 'failed').length,
-        attempts: entry.attempts,
-        nextAttemptAt: entry.nextAttemptAt,
-        lastError: entry.lastError,
-        size: entry.size,
-        source: entry.source,
-        inFlight: this.queue?.isInFlight(id) ?? false,
-      });
+  private async read(place: Place, id: string): Promise<QueueEntry | DeadLetter | undefined> {
+    const entry =
+      place === 'queue'
+        ? this.spool.read(id)
+        : place === 'held'
+          ? this.spool.held.read(id)
+          : this.spool.readFailed(id);
+    return entry.catch(() => undefined);
+  }
+
+  private stateOf(place: Place, entry: QueueEntry): MessageState {
+    if (place !== 'queue') return place;
+    if (this.queue?.isInFlight(entry.id)) return 'delivering';
+    return entry.lastError ? 'deferred' : 'waiting';
+  }
+
+  /** The messages in `places`, oldest first within each. */
+  private async scan(places: Place[]): Promise<Found[]> {
+    const out: Found[] = [];
+    for (const where of places) {
+      for (const id of await this.ids(where)) {
+        const entry = await this.read(where, id);
+        if (!entry) continue; // delivered, released or deleted meanwhile
+        out.push({ id, where, entry, state: this.stateOf(where, entry) });
+      }
     }
     return out;
   }
 
-  async show(id: string): Promise<ShownMessage> {
-    checkId(id);
-    const queued = await this.spool.read(id);
-    if (queued) {
-      return {
-        where: 'queue',
-        entry: queued,
-        inFlight: this.queue?.isInFlight(id) ?? false,
-        headers: await readHeaders(this.spool.bodyPath(id)),
-      };
+  private checked(filter: unknown): QueueFilter {
+    try {
+      return checkFilter(filter);
+    } catch (err) {
+      if (err instanceof FilterError) throw new ControlRefusal(err.message);
+      throw err;
     }
-    const dead = await this.spool.readFailed(id);
-    if (dead) {
-      return {
-        where: 'failed',
-        entry: dead,
-        inFlight: false,
-        headers: await readHeaders(this.spool.failedBodyPath(id)),
-      };
-    }
-    throw new ControlRefusal(`no message ${id} in the queue or the dead letters`);
   }
 
-  /** Retry now, whatever the next-attempt time: the ids given, or everything queued. */
-  async retry(ids: string[] | 'all'): Promise<IdsResult> {
-    const queued = new Set(await this.ids());
-    const wanted = ids === 'all' ? [...queued] : ids.map(checkId);
-    const done = wanted.filter((id) => queued.has(id));
-    const missing = wanted.filter((id) => !queued.has(id));
+  private reach(action: Action, filter: QueueFilter): Place[] {
+    const places = [...REACH[action]];
+    if ((action === 'list' || action === 'delete') && filter.state?.includes('failed')) places.push('failed');
+    return places;
+  }
+
+  /** The messages a selection reaches for `action`, filter applied (ids without a filter: as given). */
+  private async select(action: Action, selection: Selection): Promise<{ ids: string[] }> {
+    const filter = this.checked(selection.filter);
+    if (selection.ids?.length) {
+      const ids = selection.ids.map(checkId);
+      if (!selection.filter) return { ids };
+      const wanted = new Set(ids);
+      const found = await this.scan(this.reach(action, filter));
+      return { ids: found.filter((f) => wanted.has(f.id) && matchesFound(filter, f)).map((f) => f.id) };
+    }
+    if (!selection.all && !selection.filter)
+      throw new ControlRefusal('expected queue ids, a filter or "all"');
+    const found = await this.scan(this.reach(action, filter));
+    return { ids: found.filter((f) => matchesFound(filter, f)).map((f) => f.id) };
+  }
+
+  /** The ids an action would reach, acting on none (the count before `--yes`). */
+  async match(action: Action, selection: Selection): Promise<string[]> {
+    return (await this.select(action, selection)).ids;
+  }
+
+  async list(filter?: QueueFilter): Promise<QueueSummary[]> {
+    const checked = this.checked(filter);
+    return (await this.scan(this.reach('list', checked)))
+      .filter((f) => matchesFound(checked, f))
+      .map(({ id, entry, state }) => ({
+        id,
+        createdAt: entry.createdAt,
+        from: entry.from,
+        recipients: state === 'failed' ? failedRecipients(entry) : pendingRecipients(entry),
+        delivered: entry.recipients.filter((r) => r.status === 'delivered').length,
+        failed: entry.recipients.filter((r) => r.status === 'failed').length,
+        attempts: entry.attempts,
+        nextAttemptAt: entry.nextAttemptAt,
+        lastError: 'reason' in entry ? (entry as DeadLetter).reason : entry.lastError,
+        size: entry.size,
+        source: entry.source,
+        inFlight: state === 'delivering',
+        state,
+      }));
+  }
+
+  async show(id: string): Promise<ShownMessage> {
+    checkId(id);
+    const places: [Place, string][] = [
+      ['queue', this.spool.bodyPath(id)],
+      ['held', this.spool.held.bodyPath(id)],
+      ['failed', this.spool.failedBodyPath(id)],
+    ];
+    for (const [where, bodyPath] of places) {
+      const entry = await this.read(where, id);
+      if (!entry) continue;
+      return {
+        where,
+        entry,
+        inFlight: where === 'queue' && (this.queue?.isInFlight(id) ?? false),
+        headers: await readHeaders(bodyPath),
+        bodyPath,
+      };
+    }
+    throw new ControlRefusal(`no message ${id} in the queue, on hold or in the dead letters`);
+  }
+
+  /** Retry now, whatever the next-attempt time. Held messages are not retried: release them. */
+  async retry(selection: Selection): Promise<IdsResult> {
+    const { ids } = await this.select('retry', selection);
+    const queued = new Set(await this.ids('queue'));
+    const held = new Set(await this.ids('held'));
+    const done = ids.filter((id) => queued.has(id));
+    const skipped = ids
+      .filter((id) => !queued.has(id) && held.has(id))
+      .map((id) => ({ id, reason: 'on hold: `smarthost queue release` it first' }));
+    const missing = ids.filter((id) => !queued.has(id) && !held.has(id));
     if (this.queue) {
       if (done.length) this.queue.retryNow(done);
     } else {
-      // The relay is stopped: make them due now, so they go first thing when it starts.
-      const now = Date.now();
-      for (const id of done) {
-        const entry = await this.spool.read(id);
-        if (entry && entry.nextAttemptAt > now) await this.spool.update({ ...entry, nextAttemptAt: now });
-      }
+      for (const id of done) await this.dueNow(id);
+    }
+    return { done, missing, skipped, live: Boolean(this.queue) };
+  }
+
+  /** The relay is stopped: make a message due now, so it goes first thing when it starts. */
+  private async dueNow(id: string): Promise<void> {
+    const now = Date.now();
+    const entry = await this.spool.read(id);
+    if (entry && entry.nextAttemptAt > now) await this.spool.update({ ...entry, nextAttemptAt: now });
+  }
+
+  /**
+   * Takes a message out of the running queue's schedule, so no new attempt starts, and lets an
+   * attempt in progress end (it may deliver) rather than pull the files from under it.
+   */
+  private async quiesce(id: string): Promise<void> {
+    if (!this.queue) return;
+    this.queue.forget(id);
+    const deadline = Date.now() + this.inFlightWaitMs;
+    while (this.queue.isInFlight(id) && Date.now() < deadline) await sleep(50);
+    if (this.queue.isInFlight(id)) {
+      throw new ControlRefusal(`${id} is being delivered right now; try again in a moment`);
+    }
+    // The attempt that ended may have scheduled its next one.
+    this.queue.forget(id);
+  }
+
+  /** Removes messages for good: from the queue, the held ones, or the dead letters. */
+  async delete(selection: Selection): Promise<IdsResult> {
+    const done: string[] = [];
+    const missing: string[] = [];
+    for (const id of (await this.select('delete', selection)).ids) {
+      await this.quiesce(id);
+      if (
+        (await this.spool.remove(id)) ||
+        (await this.spool.held.remove(id)) ||
+        (await this.spool.removeFailed(id))
+      )
+        done.push(id);
+      else missing.push(id);
     }
     return { done, missing, live: Boolean(this.queue) };
   }
 
-  /** Removes messages for good: from the queue, or from the dead letters. */
-  async delete(ids: string[]): Promise<IdsResult> {
+  /** Puts queued messages on hold: never attempted (nor expired) until released. */
+  async hold(selection: Selection): Promise<IdsResult> {
     const done: string[] = [];
     const missing: string[] = [];
-    for (const id of ids.map(checkId)) {
-      if (this.queue) {
-        // Out of the schedule first, so no new attempt starts; then let one in progress end
-        // (it may deliver), rather than pull the file from under it.
-        this.queue.forget(id);
-        const deadline = Date.now() + this.inFlightWaitMs;
-        while (this.queue.isInFlight(id) && Date.now() < deadline) await sleep(50);
-        if (this.queue.isInFlight(id)) {
-          throw new ControlRefusal(`${id} is being delivered right now; try again in a moment`);
-        }
-        this.queue.forget(id);
-      }
-      if (await this.spool.remove(id)) done.push(id);
-      else if (await this.spool.removeFailed(id)) done.push(id);
+    for (const id of (await this.select('hold', selection)).ids) {
+      await this.quiesce(id);
+      if (await this.spool.hold(id)) done.push(id);
       else missing.push(id);
+    }
+    return { done, missing, live: Boolean(this.queue) };
+  }
+
+  /** Back into the queue, tried at once. */
+  async release(selection: Selection): Promise<IdsResult> {
+    const done: string[] = [];
+    const missing: string[] = [];
+    for (const id of (await this.select('release', selection)).ids) {
+      if (!(await this.spool.held.release(id))) {
+        missing.push(id);
+        continue;
+      }
+      done.push(id);
+      if (this.queue) this.queue.retryNow([id]);
+      else await this.dueNow(id);
     }
     return { done, missing, live: Boolean(this.queue) };
   }
@@ -165,6 +307,21 @@ export class QueueAdmin {
     }
     return { done, missing, live: Boolean(this.queue) };
   }
+}
+
+function matchesFound(filter: QueueFilter, found: Found): boolean {
+  const { entry, state } = found;
+  return matches(filter, {
+    from: entry.from,
+    recipients: entry.recipients.map((r) => r.address),
+    source: entry.source,
+    createdAt: entry.createdAt,
+    state,
+  });
+}
+
+function failedRecipients(entry: QueueEntry): string[] {
+  return entry.recipients.filter((r) => r.status === 'failed').map((r) => r.address);
 }
 
 function checkId(id: string): string {

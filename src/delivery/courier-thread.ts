@@ -19,7 +19,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Upstream } from '../config/load.js';
-import type { Logger } from '../log.js';
+import type { LogFields, Logger } from '../log.js';
 import type { QueueEntry } from '../spool/entry.js';
 import { allTemporary, type Courier, type MessageBody, type RecipientResult } from './courier.js';
 import { describeUpstreams, sizeLimitOf } from './smtp-courier.js';
@@ -70,7 +70,7 @@ export type SendRequest = {
 /** Worker → relay. Results are sent together too, those of one turn of the worker's loop. */
 export type FromWorker =
   | { type: 'results'; results: { call: number; results: RecipientResult[] }[] }
-  | { type: 'log'; level: LogLevel; message: string; fields: Record<string, unknown> }
+  | { type: 'log'; level: LogLevel; message: string; fields: LogFields }
   | { type: 'upstream'; event: UpstreamEvent }
   | { type: 'pace'; call: number; upstream: string; request: PaceRequest };
 

@@ -3,7 +3,7 @@
 // events go to the relay's thread, which writes them with its own logger (level, format,
 // redaction and masking all apply there).
 import { parentPort, workerData } from 'node:worker_threads';
-import type { Logger } from '../log.js';
+import type { LogFields, Logger } from '../log.js';
 import { allTemporary, type RecipientResult } from './courier.js';
 import {
   upstreamsFromRelay,
@@ -22,10 +22,8 @@ const post = (message: FromWorker) => port.postMessage(message);
 
 /** The few Logger methods the courier calls, each handing the line to the relay's thread. */
 function forwardingLogger(): Logger {
-  const at =
-    (level: LogLevel) =>
-    (message: string, fields: Record<string, unknown> = {}) =>
-      post({ type: 'log', level, message, fields });
+  const at = (level: LogLevel) => (message: string, fields: LogFields) =>
+    post({ type: 'log', level, message, fields });
   return { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') } as unknown as Logger;
 }
 

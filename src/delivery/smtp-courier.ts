@@ -24,9 +24,10 @@ import { systemClock, type Clock } from '../upstream/clock.js';
 import { tokenUrlOf } from '../upstream/oauth.js';
 import type { Courier, MessageBody, RecipientResult } from './courier.js';
 import { SIZE_HEADROOM, UpstreamClient, type UpstreamEvent, type UpstreamWithCa } from './upstream-client.js';
-import { domainOf } from '../policy/address.js';
+import { generalUpstreams, planRoutes, routeFor, type RoutedUpstream } from './routes.js';
 
 export { SIZE_HEADROOM, transportOptions } from './upstream-client.js';
+export { routeFor, type RoutedUpstream } from './routes.js';
 
 export interface SmtpCourierOptions {
   log?: Logger;
@@ -68,9 +69,9 @@ export class SmtpCourier extends EventEmitter implements Courier {
     for (const client of this.clients) void client.probe();
   }
 
-  /** The upstreams that may carry mail from `sender`, in order. */
+  /** The upstreams that may carry mail from `sender` to recipients outside every `recipientDomains`. */
   route(sender: string): UpstreamClient[] {
-    return routeFor(this.clients, sender);
+    return routeFor(generalUpstreams(this.clients), sender);
   }
 
   /**
@@ -81,8 +82,24 @@ export class SmtpCourier extends EventEmitter implements Courier {
     return sizeLimitOf(this.clients, sender);
   }
 
+  /** One transaction per route (routes.ts), at the same time; each recipient's own result. */
   async send(entry: QueueEntry, recipients: string[], body: MessageBody): Promise<RecipientResult[]> {
-    const candidates = this.route(entry.from);
+    const parts = planRoutes(this.clients, entry.from, recipients);
+    if (parts.length === 1) return this.sendVia(parts[0]!.candidates, entry, recipients, body);
+    const results = await Promise.all(
+      parts.map((p) => this.sendVia(p.candidates, entry, p.recipients, body)),
+    );
+    const byRecipient = new Map(results.flat().map((r) => [r.recipient, r]));
+    return recipients.map((r) => byRecipient.get(r)!);
+  }
+
+  /** Tries `candidates` in order (see the top of this file) for `recipients`. */
+  private async sendVia(
+    candidates: UpstreamClient[],
+    entry: QueueEntry,
+    recipients: string[],
+    body: MessageBody,
+  ): Promise<RecipientResult[]> {
     const now = this.clock.now();
     const up = candidates.filter((c) => !c.isDown(now));
     // Every candidate down: try them in order anyway, a quick refusal costs little.
@@ -128,30 +145,14 @@ export class SmtpCourier extends EventEmitter implements Courier {
   }
 }
 
-/** What the route and the size limit need of an upstream: its settings and the SIZE learned. */
-export interface RoutedUpstream {
-  readonly upstream: Upstream;
-  readonly maxSize: number | undefined;
-}
-
-/**
- * The upstreams that may carry mail from `sender`, in order: those listing its domain in
- * `senderDomains` if any, else those listing no domain (else all).
- */
-export function routeFor<T extends RoutedUpstream>(clients: T[], sender: string): T[] {
-  const domain = domainOf(sender);
-  const routed = clients.filter((c) => domain && c.upstream.senderDomains.includes(domain));
-  if (routed.length) return routed;
-  const general = clients.filter((c) => c.upstream.senderDomains.length === 0);
-  return general.length ? general : clients;
-}
-
 /**
  * The largest message the upstreams for `sender` (any sender when absent) can take, less the
  * room for what the relay adds; undefined while unknown or unlimited.
  */
 export function sizeLimitOf(clients: RoutedUpstream[], sender?: string): number | undefined {
-  const candidates = sender === undefined ? clients : routeFor(clients, sender);
+  // Recipient-routed upstreams (an Exchange) take only their domains: not counted here.
+  const general = generalUpstreams(clients);
+  const candidates = sender === undefined ? general : routeFor(general, sender);
   let largest = 0;
   for (const client of candidates) {
     if (!client.maxSize) return undefined;
@@ -171,6 +172,7 @@ function describeUpstream(u: Upstream): string {
     u.auth ? `OAuth2 ${u.auth.provider} via ${tokenUrlOf(u.auth)}` : undefined,
     u.rateLimit ? `at most ${u.rateLimit.text}` : undefined,
     u.senderDomains.length ? `for ${u.senderDomains.join(', ')}` : undefined,
+    u.recipientDomains.length ? `to ${u.recipientDomains.join(', ')}` : undefined,
   ].filter(Boolean);
   return `${u.name} (${extras.join(', ')})`;
 }

@@ -23,11 +23,14 @@ import {
   advertisedSize,
   connectWithoutDelay,
   describeFailure,
+  envelopeWithExtras,
   factsOf,
   rejectedErrorsOf,
   type RejectedError,
   type SmtpFailure,
+  type TransactionExtras,
 } from './nodemailer-adapter.js';
+import { smtpUtf8For } from './smtputf8.js';
 
 /**
  * Room kept below the ESP's SIZE for what the relay adds to a message after accepting it
@@ -171,10 +174,14 @@ export class UpstreamClient {
       return allTemporary(recipients, err.message, upstream).map((r) => ({ ...r, decision: NOT_SENT }));
     }
     let reached = true;
+    const smtpUtf8 = await smtpUtf8For(entry, recipients, body);
     const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });
     try {
       const info = await this.transport.sendMail({
-        envelope: { from: entry.from, to: recipients, ...dsnFor(entry, recipients) },
+        envelope: envelopeWithExtras(
+          { from: entry.from, to: recipients, ...dsnFor(entry) },
+          { recipients: recipientDsn(entry, recipients), smtpUtf8 },
+        ),
         raw,
         // Not sent (the raw message goes out unchanged): it only spares nodemailer making a
         // random one for every message.
@@ -379,18 +386,25 @@ function paceText(pace: { count: number; perMs: number }): string {
   return `${Math.round(pace.count * 100) / 100}/${formatDuration(pace.perMs)}`;
 }
 
+/** RET and ENVID to pass on (nodemailer puts them on MAIL only when the ESP offers DSN). */
+function dsnFor(entry: QueueEntry): { dsn?: { ret?: string; envid?: string } } {
+  const { ret, envid } = entry.dsn ?? {};
+  if (!ret && !envid) return {};
+  return { dsn: { ...(ret ? { ret } : {}), ...(envid ? { envid } : {}) } };
+}
+
 /**
- * The RFC 3461 parameters to pass on (nodemailer sends them only when the ESP offers DSN).
- * nodemailer takes one NOTIFY and one ORCPT for all the recipients of a transaction: NOTIFY is
- * passed when every recipient gave the same, ORCPT when there is one recipient.
+ * Each recipient's NOTIFY and ORCPT, for its own RCPT TO line (nodemailer-adapter.ts; sent only
+ * when the ESP offers DSN). Undefined when no recipient has either.
  */
-function dsnFor(entry: QueueEntry, recipients: string[]): { dsn?: Record<string, string> } {
-  const states = recipients.map((address) => entry.recipients.find((r) => r.address === address));
-  const dsn: Record<string, string> = {};
-  if (entry.dsn?.ret) dsn.ret = entry.dsn.ret;
-  if (entry.dsn?.envid) dsn.envid = entry.dsn.envid;
-  const notify = states.map((s) => s?.notify?.join(',') ?? '');
-  if (notify[0] && notify.every((n) => n === notify[0])) dsn.notify = notify[0];
-  if (states.length === 1 && states[0]?.orcpt) dsn.orcpt = states[0].orcpt;
-  return Object.keys(dsn).length ? { dsn } : {};
+function recipientDsn(entry: QueueEntry, recipients: string[]): TransactionExtras['recipients'] {
+  const list = recipients.map((address) => {
+    const state = entry.recipients.find((r) => r.address === address);
+    return {
+      address,
+      ...(state?.notify?.length ? { notify: state.notify.join(',') } : {}),
+      ...(state?.orcpt ? { orcpt: state.orcpt } : {}),
+    };
+  });
+  return list.some((r) => r.notify || r.orcpt) ? list : undefined;
 }

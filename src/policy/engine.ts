@@ -8,9 +8,16 @@
 import type { Config } from '../config/load.js';
 import { SmtpError, smtpErrors } from '../smtp/errors.js';
 import { domainOf, matchesAny, routingFormProblem } from './address.js';
-import { AuthFailureTracker, ConnectionCounter, RateLimiter, type Clock } from './limits.js';
+import {
+  AuthFailureTracker,
+  ConnectionCounter,
+  RateLimiter,
+  type Clock,
+  type ConnectionSlot,
+} from './limits.js';
 import { LocalLimits, type SharedLimits } from '../cluster/limits.js';
 import { SourceResolver, normaliseIp, type Source } from './sources.js';
+import { PolicyTransaction, type SessionFacts } from './transaction.js';
 
 export interface ClientInfo {
   ip: string;
@@ -22,12 +29,16 @@ export class PolicyState {
   readonly messageRate: RateLimiter;
   readonly recipientRate: RateLimiter;
   readonly connections = new ConnectionCounter();
+  /** Failed logins per client address. */
   readonly authFailures: AuthFailureTracker;
+  /** Failed logins per username, from any address (guesses spread over many addresses). */
+  readonly userAuthFailures: AuthFailureTracker;
 
   constructor(readonly clock: Clock = Date.now) {
     this.messageRate = new RateLimiter(clock);
     this.recipientRate = new RateLimiter(clock);
     this.authFailures = new AuthFailureTracker(clock);
+    this.userAuthFailures = new AuthFailureTracker(clock);
   }
 }
 
@@ -74,6 +85,11 @@ export class PolicyEngine {
     );
   }
 
+  /** A mail transaction of this session (at MAIL FROM): its `mail()`, `rcpt()` and `receive()`. */
+  begin(facts: SessionFacts): PolicyTransaction {
+    return new PolicyTransaction(this, facts);
+  }
+
   /** The source's limit, or the upstream ESP's when that is smaller (no use accepting what can only bounce). */
   messageSizeLimit(source: Source, sender?: string): number {
     const own = source.policy.maxMessageSize ?? this.config.limits.maxMessageSize;
@@ -94,64 +110,105 @@ export class PolicyEngine {
   }
 
   /**
-   * A new connection: refused when the relay or this address has too many open, or the address
-   * is locked out after failed logins. On success returns the function to call when it closes.
+   * A new connection: refused when the relay, this address or the untrusted clients (neither
+   * allowlisted nor logged in: `trusted` false) have too many open, or when an untrusted
+   * address is locked out after failed logins (it could do nothing here). An allowlisted
+   * address is never refused for failed logins: a lockout blocks AUTH only. On success returns
+   * the slot, to release when the connection closes (and to trust() once its client logs in).
    */
-  openConnection(ip: string): () => void {
-    this.checkAuthAllowed(ip);
+  openConnection(ip: string): ConnectionSlot {
     const address = normaliseIp(ip);
+    const trusted = this.sources.byAddress(address) !== undefined;
+    if (!trusted) this.checkAuthAllowed(address);
     const { limits } = this.config;
-    if (this.state.connections.total >= limits.maxConnections)
+    const connections = this.state.connections;
+    if (connections.total >= limits.maxConnections)
       throw smtpErrors.tooManyConnections(limits.maxConnections);
-    if (this.state.connections.from(address) >= limits.maxConnectionsPerIp)
+    if (!trusted && connections.untrusted >= limits.maxUntrustedConnections)
+      throw smtpErrors.tooManyUntrustedConnections(limits.maxUntrustedConnections);
+    if (connections.from(address) >= limits.maxConnectionsPerIp)
       throw smtpErrors.tooManyConnectionsFromIp(address, limits.maxConnectionsPerIp);
-    return this.state.connections.open(address);
+    return connections.open(address, trusted);
   }
 
-  /** Before checking a password: refused while the address is locked out. */
-  checkAuthAllowed(ip: string): void {
+  /** Whether the client is allowlisted or logged in (it gets the trusted limits and timeouts). */
+  isTrusted(ip: string, user?: string): boolean {
+    return Boolean(user) || this.sources.byAddress(ip) !== undefined;
+  }
+
+  /**
+   * Before checking a password, from this relay's own counters (openConnection asks it too):
+   * refused while the address or the username is locked out. An allowlisted address gets 454
+   * and keeps its connection (its mail goes on); a stranger 421.
+   */
+  checkAuthAllowed(ip: string, username?: string): void {
     const address = normaliseIp(ip);
     const lockedFor = this.state.authFailures.lockedFor(address);
-    if (lockedFor > 0) {
-      const { limits } = this.config;
-      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
-    }
+    const userLockedFor =
+      username === undefined ? 0 : this.state.userAuthFailures.lockedFor(userKey(username));
+    this.throwIfLocked(address, { address: lockedFor, user: userLockedFor });
   }
 
   /**
-   * At AUTH (cluster mode: asks the shared counters): refused while the address or the username
-   * is locked out after failed logins.
+   * At AUTH: as checkAuthAllowed, but asks `limits` (cluster mode: the lockouts shared by all
+   * relays, falling back to the local counters while Redis is degraded).
    */
-  async checkAuthLockout(ip: string, user?: string): Promise<void> {
+  async checkAuthLockout(ip: string, username?: string): Promise<void> {
     const address = normaliseIp(ip);
-    const lockedFor = await this.limits.lockedFor(address, user);
-    if (lockedFor > 0) {
-      const { limits } = this.config;
-      throw smtpErrors.authLockedOut(address, lockedFor, limits.maxAuthFailures, limits.authFailureWindow);
-    }
+    const lockouts = await this.limits.lockedFor(
+      address,
+      username === undefined ? undefined : userKey(username),
+    );
+    this.throwIfLocked(address, lockouts);
+  }
+
+  private throwIfLocked(address: string, lockedFor: { address: number; user: number }): void {
+    const { limits } = this.config;
+    if (lockedFor.address > 0)
+      throw smtpErrors.authLockedOut(
+        address,
+        lockedFor.address,
+        limits.maxAuthFailures,
+        limits.authFailureWindow,
+        this.lockoutCode(address),
+      );
+    if (lockedFor.user > 0)
+      throw smtpErrors.userLockedOut(lockedFor.user, limits.maxAuthFailures, limits.authFailureWindow);
   }
 
   /**
-   * A failed login, counted by address and username. Returns the lockout error when this
-   * failure locks one of them out (the caller replies with it and logs it), else undefined.
+   * A failed login, counted for the address and for the username (cluster mode: by all relays).
+   * Returns the lockout error when this failure locks either out (the caller replies with it
+   * and logs it), else undefined.
    */
-  async authFailed(ip: string, user?: string): Promise<SmtpError | undefined> {
+  async authFailed(ip: string, username?: string): Promise<SmtpError | undefined> {
     const address = normaliseIp(ip);
     const { limits } = this.config;
-    const result = await this.limits.authFailed(address, user, {
-      maxFailures: limits.maxAuthFailures,
-      windowMs: limits.authFailureWindow,
-      lockoutMs: limits.authLockout,
-    });
-    const locked = result.address || result.user;
-    return locked
-      ? smtpErrors.authLockedOut(
-          address,
-          limits.authLockout,
-          limits.maxAuthFailures,
-          limits.authFailureWindow,
-        )
-      : undefined;
+    const locked = await this.limits.authFailed(
+      address,
+      username === undefined ? undefined : userKey(username),
+      {
+        maxFailures: limits.maxAuthFailures,
+        windowMs: limits.authFailureWindow,
+        lockoutMs: limits.authLockout,
+      },
+    );
+    if (locked.address)
+      return smtpErrors.authLockedOut(
+        address,
+        limits.authLockout,
+        limits.maxAuthFailures,
+        limits.authFailureWindow,
+        this.lockoutCode(address),
+      );
+    if (locked.user)
+      return smtpErrors.userLockedOut(limits.authLockout, limits.maxAuthFailures, limits.authFailureWindow);
+    return undefined;
+  }
+
+  /** 421 closes a stranger's connection; an allowlisted device keeps its own (454). */
+  private lockoutCode(address: string): 421 | 454 {
+    return this.sources.byAddress(address) ? 454 : 421;
   }
 
   /** Whether AUTH may be offered before TLS to this client (legacy devices whose network opted in). */
@@ -164,6 +221,11 @@ export class PolicyEngine {
   async checkMail(client: ClientInfo, sender: string, declaredSize?: number): Promise<Source> {
     const source = this.sources.resolve(client.ip, client.user);
     if (!source) throw smtpErrors.notAllowed(normaliseIp(client.ip));
+    return this.checkSender(source, sender, declaredSize);
+  }
+
+  /** MAIL FROM for a known source (the listener's, or the local `sendmail`). */
+  async checkSender(source: Source, sender: string, declaredSize?: number): Promise<Source> {
     const problem = routingFormProblem(sender);
     if (problem) throw smtpErrors.badAddress(sender, problem);
     const { policy } = source;
@@ -180,14 +242,17 @@ export class PolicyEngine {
     return source;
   }
 
-  /** RCPT TO: may this source send to this recipient, as the n-th of the message. */
-  async checkRcpt(source: Source, recipient: string, count: number): Promise<void> {
+  /**
+   * RCPT TO: may this source send to this recipient, as the n-th of the message. `ownMailbox`:
+   * the relay's own postmaster (bounces.to), which allowedRecipientDomains does not restrict.
+   */
+  async checkRcpt(source: Source, recipient: string, count: number, ownMailbox = false): Promise<void> {
     const problem = routingFormProblem(recipient);
     if (problem) throw smtpErrors.badAddress(recipient, problem);
     const { policy } = source;
     const max = policy.maxRecipients ?? this.config.limits.maxRecipients;
     if (count > max) throw smtpErrors.tooManyRecipients(max, source.name);
-    if (policy.allowedRecipientDomains) {
+    if (policy.allowedRecipientDomains && !ownMailbox) {
       const domain = domainOf(recipient);
       if (!policy.allowedRecipientDomains.includes(domain))
         throw smtpErrors.recipientDomainNotAllowed(domain, source.name);
@@ -203,6 +268,11 @@ export class PolicyEngine {
         );
     }
   }
+}
+
+/** A username as the failure count keys it: case-folded, bounded. */
+function userKey(username: string): string {
+  return username.toLowerCase().slice(0, 256);
 }
 
 /** Users and allowlist entries have distinct names (the config checks), but keep them apart anyway. */

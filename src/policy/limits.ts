@@ -1,5 +1,6 @@
 // The counters behind the limits: token buckets for message and recipient rates, open
-// connections per client address, and failed logins per address. Every map is bounded:
+// connections (per client address, and untrusted ones), and failed logins per address and per
+// username. Every map is bounded:
 // buckets and login failures live in an LRU cache with a fixed cap, and connection counts
 // only exist while a connection is open. The clock is passed in, so tests can move time.
 import { LRUCache } from 'lru-cache';
@@ -53,13 +54,28 @@ export class RateLimiter {
   }
 }
 
-/** Open connections, in total and per client address. */
+/**
+ * A counted connection: the function counts it out (once, however often called); `trust()`
+ * moves a connection counted as untrusted to the trusted ones (its client logged in).
+ */
+export type ConnectionSlot = (() => void) & { trust(): void };
+
+/**
+ * Open connections: in total, per client address, and from untrusted clients (neither
+ * allowlisted nor logged in), which have their own, smaller share.
+ */
 export class ConnectionCounter {
   private readonly perAddress = new Map<string, number>();
   private count = 0;
+  private untrustedCount = 0;
 
   get total(): number {
     return this.count;
+  }
+
+  /** Open connections of clients neither allowlisted nor logged in. */
+  get untrusted(): number {
+    return this.untrustedCount;
   }
 
   /** Addresses with at least one open connection (the map never holds more). */
@@ -71,19 +87,28 @@ export class ConnectionCounter {
     return this.perAddress.get(address) ?? 0;
   }
 
-  /** Counts a connection in; the function returned counts it out (once, however often called). */
-  open(address: string): () => void {
+  /** Counts a connection in. */
+  open(address: string, trusted = true): ConnectionSlot {
     this.count += 1;
     this.perAddress.set(address, this.from(address) + 1);
+    let untrusted = !trusted;
+    if (untrusted) this.untrustedCount += 1;
     let closed = false;
-    return () => {
+    const trust = () => {
+      if (closed || !untrusted) return;
+      untrusted = false;
+      this.untrustedCount -= 1;
+    };
+    const release = () => {
       if (closed) return;
+      trust();
       closed = true;
       this.count -= 1;
       const left = this.from(address) - 1;
       if (left > 0) this.perAddress.set(address, left);
       else this.perAddress.delete(address);
     };
+    return Object.assign(release, { trust });
   }
 }
 
@@ -100,8 +125,8 @@ export interface AuthFailureSettings {
 }
 
 /**
- * Failed logins per client address: `maxFailures` within `windowMs` lock the address out for
- * `lockoutMs`. Held in an LRU cache, so a scan from many addresses cannot grow it without bound.
+ * Failed logins per key (a client address, or a username): `maxFailures` within `windowMs` lock
+ * the key out for `lockoutMs`. Held in an LRU cache, so a scan from many addresses cannot grow it without bound.
  */
 export class AuthFailureTracker {
   private readonly records: LRUCache<string, FailureRecord>;

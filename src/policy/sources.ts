@@ -9,7 +9,8 @@ import type { Secret } from '../config/secret.js';
 
 export interface Source {
   name: string;
-  kind: 'allowlist' | 'user';
+  /** 'local': mail submitted on this host with `smarthost sendmail` (the source `sendmail`). */
+  kind: 'allowlist' | 'user' | 'local';
   /** The allowlist range, for allowlist sources. */
   cidr?: string;
   /** Own keys over `defaults:` over top-level `senders:`. */
@@ -21,6 +22,9 @@ interface RangeSource extends Source {
   family: 4 | 6;
   prefix: number;
 }
+
+/** The name of the local source: mail from `smarthost sendmail` on this host. */
+export const LOCAL_SOURCE = 'sendmail';
 
 /** What the cache of `byAddress` holds for an address in no allowlist entry. */
 const NO_MATCH = Symbol('no allowlist entry');
@@ -34,6 +38,8 @@ export function normaliseIp(ip: string): string {
 export class SourceResolver {
   private readonly ranges: RangeSource[];
   private readonly users = new Map<string, Source & { password: Secret }>();
+  /** The source `sendmail`, or undefined when `sendmail.enabled` is false. */
+  readonly local: Source | undefined;
   /**
    * The allowlist entry each recent address matched (NO_MATCH: none). Parsing an address and
    * testing it against the ranges took ~2% of the relay's thread under a new-connection load,
@@ -48,7 +54,7 @@ export class SourceResolver {
         const [address = '', bits] = entry.cidr.split('/');
         const family: 4 | 6 = isIPv4(address) ? 4 : 6;
         const prefix = bits === undefined ? (family === 4 ? 32 : 128) : Number(bits);
-        const { cidr: _c, name: _n, ...own } = entry;
+        const { cidr: _c, name: _n, publicRange: _p, ...own } = entry;
         return {
           name: entry.name,
           kind: 'allowlist' as const,
@@ -61,6 +67,10 @@ export class SourceResolver {
       })
       // Most specific first, so the first match is the one that counts.
       .sort((a, b) => b.prefix - a.prefix);
+    const { enabled, ...localOwn } = config.sendmail;
+    this.local = enabled
+      ? { name: LOCAL_SOURCE, kind: 'local', policy: effectivePolicy(config, localOwn) }
+      : undefined;
     for (const user of config.users) {
       const { name, password, ...own } = user;
       this.users.set(name, { name, kind: 'user', password, policy: effectivePolicy(config, own) });

@@ -2,15 +2,18 @@
 // global cap on deliveries in flight, retries on the configured schedule until queue.maxAge,
 // then a bounce. Only ids and times live in memory; each attempt reads the message's state
 // from the spool and writes it back, so a crash at any point loses nothing. The one exception:
-// a message just accepted is handed over with its state, which its first attempt uses instead
-// of reading the file written a moment ago (a bounded number of them; the file stays the truth).
+// a message just accepted comes as a queued item, its state and a small body, which its first
+// attempt uses instead of reading the files written a moment ago (just-queued.ts: a bounded
+// number of them; the files stay the truth). Whatever changes a queued message's files while
+// the relay runs (an admin's delete) must forget() it first, so that no older state is used.
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config/load.js';
-import type { Logger } from '../log.js';
+import type { LogFields, Logger } from '../log.js';
 import { allTemporary, type Courier, type RecipientResult } from '../delivery/courier.js';
 import type { Bouncer } from '../bounce/bouncer.js';
 import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import type { QueuedMessage, Spool } from '../spool/spool.js';
+import { JustQueued } from './just-queued.js';
 import { settle, type Settled } from './settle.js';
 import { TimerHeap } from './timer-heap.js';
 
@@ -41,6 +44,8 @@ export class DeliveryQueue extends EventEmitter {
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Ids an admin asked to retry now, whatever their next-attempt time. */
   private readonly forced = new Set<string>();
+  /** Items handed over as accepted, for their first attempt (just-queued.ts). */
+  private readonly justQueued = new JustQueued();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly now: () => number;
@@ -69,9 +74,15 @@ export class DeliveryQueue extends EventEmitter {
     return this.inFlight.size;
   }
 
-  /** Schedules `id`. */
-  enqueue(id: string, due = this.now()): void {
+  /**
+   * Schedules a message: by id, or as the queued item just accepted (its state and small body,
+   * used by its first attempt instead of the files).
+   */
+  enqueue(item: string | QueuedMessage, due = this.now()): void {
     if (this.stopped) return;
+    const id = typeof item === 'string' ? item : item.entry.id;
+    if (typeof item === 'string') this.justQueued.drop(id);
+    else this.justQueued.hold(item);
     this.heap.schedule(id, due);
     this.pump();
   }
@@ -90,6 +101,7 @@ export class DeliveryQueue extends EventEmitter {
   /** Forget an id (it was deleted from the spool by an admin). */
   forget(id: string): void {
     this.heap.delete(id);
+    this.justQueued.drop(id);
     this.forced.delete(id);
   }
 
@@ -108,6 +120,7 @@ export class DeliveryQueue extends EventEmitter {
   /** Stops starting deliveries and waits for those in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.justQueued.clear();
     if (this.timer) clearTimeout(this.timer);
     await this.settled();
   }
@@ -177,9 +190,9 @@ export class DeliveryQueue extends EventEmitter {
    */
   private async load(id: string): Promise<{ entry: QueueEntry; data?: Buffer } | undefined> {
     const { spool, log } = this.deps;
-    // Just accepted by this process: its state and small body are in memory (spool/just-accepted.ts).
-    const held = spool.takeJustAccepted(id);
-    if (held) return held;
+    // Just accepted by this process: its state, and a small body, came with the queued item.
+    const held = this.justQueued.take(id);
+    if (held) return { entry: held.entry, data: held.body };
     const entry = await spool.read(id);
     if (!entry) {
       // Delivered or deleted meanwhile, being received now, or left half-written by a crash.
@@ -232,12 +245,12 @@ export class DeliveryQueue extends EventEmitter {
         log.info('bounce queued', {
           id: entry.id,
           event: 'bounced',
-          bounceId: bounce.id,
-          to: bounce.recipients[0]?.address,
+          bounceId: bounce.entry.id,
+          to: bounce.entry.recipients[0]?.address,
           recipients: failedNow.length,
         });
         this.emit('bounced', entry, failedNow);
-        this.enqueue(bounce.id);
+        this.enqueue(bounce);
       }
     }
     if (settled.done) {
@@ -264,10 +277,19 @@ export class DeliveryQueue extends EventEmitter {
 
   private logAttempt(entry: QueueEntry, results: RecipientResult[], expired: boolean): void {
     const { log } = this.deps;
-    for (const outcome of ['delivered', 'temporary', 'permanent'] as const) {
-      const group = results.filter((r) => r.outcome === outcome);
-      if (!group.length) continue;
-      const fields = {
+    // One line per outcome and upstream: a message split by recipient domain (routes.ts) names
+    // the upstream of each of its recipients.
+    const groups = new Map<string, RecipientResult[]>();
+    for (const r of results) {
+      const key = `${r.outcome}\0${r.upstream ?? ''}`;
+      const group = groups.get(key);
+      if (group) group.push(r);
+      else groups.set(key, [r]);
+    }
+    const split = new Set(results.map((r) => r.upstream)).size > 1;
+    for (const group of groups.values()) {
+      const outcome = group[0]!.outcome;
+      const fields: LogFields = {
         id: entry.id,
         event:
           outcome === 'delivered'
@@ -283,6 +305,7 @@ export class DeliveryQueue extends EventEmitter {
         size: entry.size,
         attempts: entry.attempts,
         upstream: group[0]?.upstream,
+        ...(split ? { to: group.map((r) => r.recipient) } : {}),
         reply: group[0]?.reply,
       };
       if (outcome === 'delivered') log.info('delivered', fields);

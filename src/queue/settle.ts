@@ -57,9 +57,10 @@ export function settle(
     const state = entry.recipients.find((r) => r.address === result.recipient && r.status === 'pending');
     if (!state) continue;
     state.lastReply = result.reply;
+    // The upstream that took it, or the one tried last (recipients may go by different routes).
+    if (result.upstream !== undefined) state.upstream = result.upstream;
     if (result.outcome === 'delivered') {
       state.status = 'delivered';
-      state.upstream = result.upstream;
     } else if (result.outcome === 'permanent') {
       state.status = 'failed';
       failedNow.push({ address: result.recipient, reply: result.reply });

@@ -29,10 +29,19 @@ export interface TraceInfo {
   /** Named only when there is exactly one, so a Bcc list is never disclosed. */
   recipients: string[];
   date?: Date;
+  /** Submitted on this host (`smarthost sendmail`) by this user id: no client to name. */
+  localUid?: number;
 }
 
 /** A Received header: from HELO ([ip]) by host (smarthost) with ESMTPSA id ID for <rcpt>; date. */
 export function receivedHeader(info: TraceInfo): string {
+  if (info.localUid !== undefined) {
+    // As Postfix's pickup writes it: "by host (Postfix, from userid 1000)".
+    return (
+      `Received: by ${sanitize(info.hostname)} (smarthost, from userid ${info.localUid}) id ${info.queueId};` +
+      `\r\n\t${rfc5322Date(info.date)}`
+    );
+  }
   const helo = sanitize(info.helo ?? 'unknown') || 'unknown';
   const protocol = `ESMTP${info.tls ? 'S' : ''}${info.authenticated ? 'A' : ''}`;
   const ip = info.clientAddress.includes(':') ? `IPv6:${info.clientAddress}` : info.clientAddress;

@@ -2,6 +2,7 @@
 // (RFC 3463) and words an admin can act on. smtp-server sends `responseCode` and the message
 // text of an Error passed to a callback, so this is all the listener needs.
 import { formatDuration } from '../config/units.js';
+import type { RefusalReason } from '../events.js';
 
 /** Bytes as the config file writes them: 41943040 → "40MB", 1000 → "1000 bytes". */
 export function formatSize(bytes: number): string {
@@ -21,8 +22,8 @@ export class SmtpError extends Error {
     readonly code: number,
     readonly enhanced: string,
     readonly text: string,
-    /** A short machine-readable reason, used in logs and metrics labels. */
-    readonly reason: string = 'refused',
+    /** A short machine-readable reason (events.ts), used in logs and metrics labels. */
+    readonly reason: RefusalReason = 'refused',
   ) {
     super(`${enhanced} ${text}`);
     this.name = 'SmtpError';
@@ -87,7 +88,13 @@ export const smtpErrors = {
     ),
   shuttingDown: () => new SmtpError(421, '4.3.2', 'The relay is shutting down, try again later', 'shutdown'),
   badAddress: (address: string, why: string) =>
-    new SmtpError(553, '5.1.3', `Address ${JSON.stringify(address)} rejected: ${why}`, 'bad_address'),
+    new SmtpError(
+      553,
+      '5.1.3',
+      // A hostile address is not echoed whole: an address is at most 254 characters anyway.
+      `Address ${JSON.stringify(address.length > 300 ? `${address.slice(0, 300)}...` : address)} rejected: ${why}`,
+      'bad_address',
+    ),
   rateLimited: (what: 'message' | 'recipient', rate: string, source: string, retryInMs: number) =>
     new SmtpError(
       450,
@@ -109,11 +116,24 @@ export const smtpErrors = {
       `Too many connections from ${ip}: at most ${max} at once (limits.maxConnectionsPerIp), try again in a moment`,
       'max_connections_per_ip',
     ),
-  authLockedOut: (ip: string, lockedForMs: number, failures: number, windowMs: number) =>
+  authLockedOut: (
+    ip: string,
+    lockedForMs: number,
+    failures: number,
+    windowMs: number,
+    code: 421 | 454 = 421,
+  ) =>
     new SmtpError(
-      421,
+      code,
       '4.7.0',
-      `Too many failed logins from ${ip} (${failures} within ${formatDuration(windowMs)}, limits.maxAuthFailures): refused for ${formatDuration(lockedForMs)}, try again later`,
+      `Too many failed logins from ${ip} (${failures} within ${formatDuration(windowMs)}, limits.maxAuthFailures): ${code === 454 ? 'AUTH ' : ''}refused for ${formatDuration(lockedForMs)}, try again later`,
+      'auth_lockout',
+    ),
+  userLockedOut: (lockedForMs: number, failures: number, windowMs: number) =>
+    new SmtpError(
+      454,
+      '4.7.0',
+      `Too many failed logins for this user (${failures} within ${formatDuration(windowMs)}, limits.maxAuthFailures): AUTH refused for ${formatDuration(lockedForMs)}, try again later`,
       'auth_lockout',
     ),
   recipientDomainNotAllowed: (domain: string, source: string) =>
@@ -122,6 +142,31 @@ export const smtpErrors = {
       '5.7.1',
       `Recipient domain ${domain || '(none)'} not allowed for source ${source}`,
       'recipient_domain',
+    ),
+  noPostmaster: () =>
+    new SmtpError(
+      550,
+      '5.1.1',
+      'Recipient postmaster: this relay has no postmaster mailbox (set bounces.to)',
+      'no_postmaster',
+    ),
+  authBeforeStarttls: () =>
+    new SmtpError(530, '5.7.0', 'Must issue a STARTTLS command first', 'auth_before_starttls'),
+  tooManyRefusedCommands: (max: number) =>
+    new SmtpError(
+      421,
+      '4.7.0',
+      `Too many refused commands (${max}, limits.maxRefusedCommands): closing the connection`,
+      'refused_commands',
+    ),
+  timedOut: (what: string) =>
+    new SmtpError(421, '4.4.2', `Timeout: ${what}, closing the connection`, 'timeout'),
+  tooManyUntrustedConnections: (max: number) =>
+    new SmtpError(
+      421,
+      '4.7.0',
+      `Too many connections from clients outside the allowlist: at most ${max} at once (limits.maxUntrustedConnections), try again in a moment`,
+      'max_untrusted_connections',
     ),
   headerSectionTooLarge: (what: string) =>
     new SmtpError(552, '5.3.4', `Header section too large: ${what}`, 'header_too_large'),

@@ -12,6 +12,7 @@
 // keys and converts punycode domains before the application sees them), so that malformed
 // xtext, an empty key or a non-ASCII address without SMTPUTF8 can be told apart and named.
 import type { DsnNotify, DsnRequest } from '../spool/entry.js';
+import { readPath } from './envelope-syntax.js';
 import { SmtpError } from './errors.js';
 
 export interface MailParameters {
@@ -79,11 +80,23 @@ interface Written {
   params: { key: string; value: string | undefined }[];
 }
 
-/** Splits "MAIL FROM:<a@b> SIZE=10 RET=HDRS" into the address and its parameters, as written. */
+/**
+ * Splits "MAIL FROM:<a@b> SIZE=10 RET=HDRS" into the address and its parameters, as written; the
+ * path is read whole (a quoted local part may hold spaces), with or without its brackets.
+ */
 export function splitCommand(command: string): Written {
-  const rest = command.slice(command.indexOf(':') + 1).trim();
-  const [written = '', ...tokens] = rest.split(/[ \t]+/);
-  const address = /^<.*>$/s.test(written) ? written.slice(1, -1) : written;
+  const argument = command.slice(command.indexOf(':') + 1);
+  const path = readPath(argument);
+  let address: string;
+  let tokens: string[];
+  if (path) {
+    address = path.path;
+    tokens = path.rest.split(/[ \t]+/);
+  } else {
+    const [written = '', ...others] = argument.trim().split(/[ \t]+/);
+    address = /^<.*>$/s.test(written) ? written.slice(1, -1) : written;
+    tokens = others;
+  }
   const params = tokens
     .filter((t) => t !== '')
     .map((token) => {

@@ -1,22 +1,31 @@
-// The listener: only the wiring of smtp-server's callbacks to the stages (policy, rewrite,
-// spool, queue) and the mapping of their typed errors to replies. No policy lives here.
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+// The listener: only the wiring of smtp-server's callbacks to the stages and the mapping of
+// their typed errors to replies. A mail transaction is the policy's (PolicyEngine.begin() →
+// mail(), rcpt(), receive()); DATA is data.ts's; AUTH is auth.ts's; every use of smtp-server's
+// internals is server-adapter.ts's. No policy lives here.
+import type { SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig } from '../config/load.js';
+import type { RefusalReason } from '../events.js';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
-import { verifyPassword } from '../policy/passwords.js';
-import { routingFormProblem } from '../policy/address.js';
-import type { Source } from '../policy/sources.js';
-import { planSender, type SenderPlan } from '../rewrite/sender.js';
-import { newQueueId, type QueueEntry } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import type { ConnectionSlot } from '../policy/limits.js';
+import type { PolicyTransaction } from '../policy/transaction.js';
+import type { QueuedMessage, Spool } from '../spool/spool.js';
+import { readAddressCommand, type CheckedAddress } from './address-command.js';
+import { authenticate } from './auth.js';
+import { logAccepted, receiveData } from './data.js';
 import { SmtpError, smtpErrors } from './errors.js';
-import { FastGreetingServer } from './fast-greeting.js';
-import { keepOwnEnhancedCodes } from './enhanced-codes.js';
-import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { receiveMessage } from './receive.js';
-import { envelopeFields, watchParameters, type WithParameters } from './esmtp-hook.js';
-import type { KeyPair } from './tls.js';
+import { deadlineError, deadlineFor, idleBackstop, tlsFailure, type ServerError } from './session-limits.js';
+import {
+  AdapterServer,
+  installProxyReader,
+  connectionCount,
+  openConnections,
+  setIdleTimeout,
+  setMaxSize,
+  type OpenConnection,
+  type Reply,
+} from './server-adapter.js';
+import { listenerTlsOptions, refuseRenegotiation, type KeyPair } from './tls.js';
 
 export interface ListenerDeps {
   /** The policy in force now; swapped whole on reload, read afresh for every transaction. */
@@ -24,43 +33,30 @@ export interface ListenerDeps {
   spool: Spool;
   log: Logger;
   /** Called once a message is safely on disk, before the 250 goes out. */
-  accepted: (entry: QueueEntry) => void;
+  accepted: (queued: QueuedMessage) => void;
   /** Refusals, for logs and metrics. */
-  refused?: (reason: string, client: string, source?: string) => void;
+  refused?: (reason: RefusalReason, client: string, source?: string) => void;
   isShuttingDown: () => boolean;
 }
 
 interface SessionState {
-  source?: Source;
-  /** Counts the connection out of the limits when it closes. */
-  release?: () => void;
-}
-
-/** An address as smtp-server hands it to onMailFrom/onRcptTo, with what watchAddresses found. */
-interface CheckedAddress extends WithParameters {
-  address: string;
-  args: Record<string, string | true> | false;
-  /** Set when the address as the client wrote it is in a routing form or malformed. */
-  routingProblem?: string;
+  /** The transaction since the last MAIL FROM. */
+  tx?: PolicyTransaction;
+  /** The connection's slot in the limits: released when it closes, trusted once it logs in. */
+  slot?: ConnectionSlot;
+  /** Commands refused in this session (counted for untrusted clients only). */
+  refusals: number;
 }
 
 type Callback = (err?: Error | null) => void;
 
-/** The part of smtp-server's connection object that a graceful shutdown needs. */
-interface OpenConnection {
-  session?: SMTPServerSession;
-  send(code: number, text: string): void;
-  close(): void;
-}
-
-/** A well-formed hash no password matches: unknown users are checked against it. */
-const UNKNOWN_USER_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`;
-
 export class Listener {
-  readonly server: SMTPServer;
+  readonly server: AdapterServer;
   private readonly sessions = new Map<string, SessionState>();
   /** Whether STARTTLS is offered and accepted here (`starttls: false` turns off both). */
   private readonly offerStarttls: boolean;
+  /** TLS errors already logged (smtp-server may report one failure more than once). */
+  private readonly tlsFailures = new WeakSet<Error>();
 
   constructor(
     readonly config: ListenerConfig,
@@ -69,24 +65,17 @@ export class Listener {
     keyPair: KeyPair | undefined,
     options: { maxSize: number; maxClients: number; closeTimeout: number },
   ) {
-    const tlsOptions: Partial<SMTPServerOptions> = keyPair ? { key: keyPair.key, cert: keyPair.cert } : {};
-    if (config.tls.minVersion === 'TLSv1' || config.tls.minVersion === 'TLSv1.1') {
-      // OpenSSL 3 refuses TLS 1.0/1.1 at its default security level; lower it for this
-      // listener only, which the admin opted into for old printers.
-      tlsOptions.ciphers = 'DEFAULT:@SECLEVEL=0';
-    }
     this.offerStarttls = config.starttls && !config.implicitTls && keyPair !== undefined;
-    // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
-    this.server = new FastGreetingServer({
-      ...tlsOptions,
-      minVersion: config.tls.minVersion,
+    this.server = new AdapterServer({
+      ...listenerTlsOptions(config, keyPair),
       secure: config.implicitTls,
       hideSTARTTLS: !this.offerStarttls,
       // Not offered is not enough: without this smtp-server would still answer STARTTLS (with
       // its built-in certificate when the relay made none).
       disabledCommands: this.offerStarttls ? [] : ['STARTTLS'],
       name: hostname,
-      banner: 'smarthost ESMTP ready',
+      // smtp-server writes "<name> ESMTP <banner>": one ESMTP, as RFC 5321 4.3.1 expects.
+      banner: 'smarthost ready',
       size: options.maxSize,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
@@ -100,40 +89,125 @@ export class Listener {
       closeTimeout: options.closeTimeout,
       logger: false,
       onConnect: (session, cb) => this.onConnect(session, cb),
-      onSecure: (_socket, session, cb) => this.onSecure(session, cb),
+      onSecure: (socket, session, cb) => {
+        refuseRenegotiation(socket);
+        this.onSecure(session, cb);
+      },
       onAuth: (auth, session, cb) => void this.onAuth(auth.username ?? '', auth.password ?? '', session, cb),
       // Async for cluster mode: the rate limits may be a Redis round trip (src/cluster/).
       onMailFrom: (address, session, cb) => void this.onMailFrom(address as CheckedAddress, session, cb),
       onRcptTo: (address, session, cb) => void this.onRcptTo(address as CheckedAddress, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onClose: (session) => {
-        this.sessions.get(session.id)?.release?.();
+        this.sessions.get(session.id)?.slot?.();
         this.sessions.delete(session.id);
       },
-      greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
-      // Enhanced status codes on every reply, smtp-server's own included (see enhanced-codes.ts).
+      // smtp-server's idle timeout (any byte resets it) is only a backstop behind the deadlines.
+      socketTimeout: idleBackstop(deps.policy()),
+      // Enhanced status codes on every reply, smtp-server's own included (see server-adapter.ts).
       hideENHANCEDSTATUSCODES: false,
-      // RFC 3461 DSN: offered, and its parameters checked and kept (esmtp-hook.ts). REQUIRETLS
-      // is not: the relay cannot promise TLS on every later hop.
+      // RFC 3461 DSN: offered, and its parameters checked and kept (address-command.ts).
+      // REQUIRETLS is not: the relay cannot promise TLS on every later hop.
       hideDSN: false,
       hideREQUIRETLS: true,
-      onConnection: (connection) => {
-        keepOwnEnhancedCodes(connection);
-        this.watchAddresses(connection);
-        watchParameters(connection);
+      hooks: {
+        // Allowlisted clients are greeted at once; others keep smtp-server's early-talker delay.
+        greetAtOnce: (ip) => deps.policy().sources.byAddress(ip) !== undefined,
+        addressCommand: (kind, line, parse, session) =>
+          readAddressCommand(kind, line, parse, session, { strict: config.strictEnvelopes }),
+        beforeCommand: (name, session) => this.beforeCommand(name, session),
+        afterReply: (code, session) => this.afterReply(code, session),
+        deadline: (phase, session) => this.deadline(phase, session),
+        expired: (phase, session) => this.expired(phase, session),
       },
     });
-    this.server.on('error', (err) =>
-      deps.log.error('listener error', { event: 'listener_error', error: err.message }),
-    );
+    if (config.proxyProtocol) {
+      installProxyReader(this.server, (peer, reason) =>
+        deps.log.warn('connection closed: bad PROXY header', {
+          event: 'proxy_rejected',
+          client: peer,
+          reason,
+        }),
+      );
+    }
+    this.server.on('error', (err) => this.onServerError(err));
+  }
+
+  /** TLS handshake failures are logged once each, with the client; anything else as an error. */
+  private onServerError(err: ServerError): void {
+    const tls = tlsFailure(err);
+    if (!tls) {
+      this.deps.log.error('listener error', { event: 'listener_error', error: err.message });
+      return;
+    }
+    if (this.tlsFailures.has(err)) return;
+    this.tlsFailures.add(err);
+    this.deps.log.warn('TLS handshake failed', { event: 'tls_failed', ...tls });
   }
 
   /**
-   * A reload's new size limit: smtp-server reads `options.size` afresh for EHLO's SIZE, the MAIL
-   * SIZE= check and the DATA stream, so setting it applies to every later command at once.
+   * AUTH before STARTTLS where AUTH needs TLS: 530 5.7.0, as Postfix says it (AUTH is not
+   * offered then, and smtp-server itself would answer "500 command not recognized").
+   */
+  private beforeCommand(name: string, session: SMTPServerSession): Reply | undefined {
+    if (name !== 'AUTH' || session.secure || this.insecureAuthAllowed(session)) return undefined;
+    const err = this.offerStarttls ? smtpErrors.authBeforeStarttls() : smtpErrors.insecureAuth();
+    this.note(err, session);
+    return { code: err.code, message: err.message };
+  }
+
+  /**
+   * A reload's new size limit: EHLO's SIZE, the MAIL SIZE= check and DATA use it at once (and
+   * the idle backstop follows the new timeouts; the deadlines read the policy each time).
    */
   setMaxSize(bytes: number): void {
-    this.server.options.size = bytes;
+    setMaxSize(this.server, bytes);
+    setIdleTimeout(this.server, idleBackstop(this.deps.policy()));
+  }
+
+  /**
+   * A client neither allowlisted nor logged in has each refused command (4xx and 5xx replies)
+   * counted; at limits.maxRefusedCommands it is told so with 421 and cut off. An accepted
+   * message starts the count afresh. Devices are not counted: cutting one off could only lose
+   * its mail (its rates are limited by its source's policy).
+   */
+  private afterReply(code: number, session: SMTPServerSession): Reply | undefined {
+    if (code < 400 || this.trusted(session)) return undefined;
+    const state = this.state(session);
+    state.refusals += 1;
+    const max = this.deps.policy().config.limits.maxRefusedCommands;
+    if (state.refusals < max) return undefined;
+    const err = smtpErrors.tooManyRefusedCommands(max);
+    this.note(err, session, state.tx?.sourceName);
+    return { code: err.code, message: err.message };
+  }
+
+  private deadline(phase: 'command' | 'data', session: SMTPServerSession): number {
+    return deadlineFor(this.deps.policy(), phase, this.trusted(session));
+  }
+
+  private expired(phase: 'command' | 'data', session: SMTPServerSession): Reply {
+    const err = deadlineError(this.deps.policy(), phase, this.trusted(session));
+    this.note(err, session, this.state(session).tx?.sourceName);
+    return { code: err.code, message: err.message };
+  }
+
+  private trusted(session: SMTPServerSession): boolean {
+    return this.deps.policy().isTrusted(session.remoteAddress, session.user);
+  }
+
+  /**
+   * A renewed certificate: every later TLS handshake (STARTTLS and implicit TLS alike take
+   * smtp-server's default context) presents it; sessions already in TLS keep theirs. The pair
+   * must have been checked (cert-check.ts): smtp-server keeps the options even when it throws.
+   */
+  updateKeyPair(pair: KeyPair): void {
+    this.server.updateSecureContext({ key: pair.key, cert: pair.cert });
+  }
+
+  /** The connections open now (metrics, /healthz). */
+  get connections(): { readonly size: number } {
+    return connectionCount(this.server);
   }
 
   listen(): Promise<void> {
@@ -156,17 +230,13 @@ export class Listener {
     this.server.server.close();
     const deadline = Date.now() + graceMs;
     for (;;) {
-      for (const connection of this.connections()) {
+      for (const connection of openConnections(this.server)) {
         if (!connection.session?.envelope?.mailFrom) this.hangUp(connection);
       }
-      if (this.connections().length === 0 || Date.now() >= deadline) break;
+      if (openConnections(this.server).length === 0 || Date.now() >= deadline) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    for (const connection of this.connections()) this.hangUp(connection);
-  }
-
-  private connections(): OpenConnection[] {
-    return [...(this.server as unknown as { connections: Set<OpenConnection> }).connections];
+    for (const connection of openConnections(this.server)) this.hangUp(connection);
   }
 
   private hangUp(connection: OpenConnection): void {
@@ -176,30 +246,36 @@ export class Listener {
 
   private state(session: SMTPServerSession): SessionState {
     let state = this.sessions.get(session.id);
-    if (!state) this.sessions.set(session.id, (state = {}));
+    if (!state) this.sessions.set(session.id, (state = { refusals: 0 }));
     return state;
   }
 
-  private clientIp(session: SMTPServerSession): string {
-    return session.remoteAddress;
+  private refuse(err: SmtpError, session: SMTPServerSession, cb: Callback, source?: string): void {
+    this.note(err, session, source);
+    cb(err);
   }
 
-  private refuse(err: SmtpError, session: SMTPServerSession, cb: Callback, source?: string): void {
-    this.deps.refused?.(err.reason, this.clientIp(session), source);
+  /** A refusal, for the log and the metrics. */
+  private note(err: SmtpError, session: SMTPServerSession, source?: string): void {
+    this.deps.refused?.(err.reason, session.remoteAddress, source);
     this.deps.log.info('refused', {
       event: 'refused',
       reason: err.reason,
-      client: this.clientIp(session),
+      client: session.remoteAddress,
       source,
       reply: `${err.code} ${err.message}`,
     });
-    cb(err);
+  }
+
+  private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
+    const smtp = err instanceof SmtpError ? err : smtpErrors.spoolFailed();
+    this.refuse(smtp, session, cb, source);
   }
 
   private onConnect(session: SMTPServerSession, cb: Callback): void {
     if (this.deps.isShuttingDown()) return this.refuse(smtpErrors.shuttingDown(), session, cb);
     try {
-      this.state(session).release = this.deps.policy().openConnection(this.clientIp(session));
+      this.state(session).slot = this.deps.policy().openConnection(session.remoteAddress);
     } catch (err) {
       return this.fail(err, session, cb);
     }
@@ -218,41 +294,7 @@ export class Listener {
   }
 
   private insecureAuthAllowed(session: SMTPServerSession): boolean {
-    return this.deps.policy().insecureAuthAllowed(this.clientIp(session));
-  }
-
-  /**
-   * smtp-server drops a source route (@relay:user@domain) without a word and answers other
-   * malformed addresses with a bare 501. To refuse every routing form with 553 5.1.3 and say
-   * why, this looks at the address as the client wrote it: a routing form or a malformed
-   * address reaches onMailFrom/onRcptTo marked with the problem. test/e2e/policy-hygiene
-   * pins the behaviour, so a change inside smtp-server fails the tests rather than passing.
-   */
-  private watchAddresses(connection: SMTPConnection): void {
-    if (typeof connection._parseAddressCommand !== 'function') return;
-    const parse = connection._parseAddressCommand.bind(connection);
-    connection._parseAddressCommand = (name, command) => {
-      const parsed = parse(name, command);
-      const text = command.toString();
-      const written =
-        text
-          .slice(text.indexOf(':') + 1)
-          .trim()
-          .split(/\s+/)[0] ?? '';
-      const inner = /^<[^<>]*>$/.test(written) ? written.slice(1, -1) : written;
-      let problem = routingFormProblem(inner);
-      if (!problem && !parsed && /^<[^<>]*>$/.test(written)) {
-        // The address alone (without the parameters) fails smtp-server's own syntax check.
-        if (!parse(name, `${name.toUpperCase()}:${written}`)) problem = 'it is not a valid address';
-      }
-      if (!problem) return parsed;
-      const marked: CheckedAddress = {
-        address: inner,
-        args: parsed ? parsed.args : false,
-        routingProblem: problem,
-      };
-      return marked;
-    };
+    return this.deps.policy().insecureAuthAllowed(session.remoteAddress);
   }
 
   private async onAuth(
@@ -263,73 +305,56 @@ export class Listener {
   ): Promise<void> {
     if (!session.secure && !this.insecureAuthAllowed(session))
       return this.refuse(smtpErrors.insecureAuth(), session, cb);
-    const policy = this.deps.policy();
-    try {
-      // The lockouts by address and by username (cluster mode: shared by all relays).
-      await policy.checkAuthLockout(this.clientIp(session), username);
-    } catch (err) {
-      return this.fail(err, session, cb);
-    }
-    const user = policy.sources.user(username);
-    // An unknown user costs the same scrypt as a known one, so timing does not tell them apart.
-    const ok = await verifyPassword(password, user?.password ?? UNKNOWN_USER_HASH).then((v) => v && !!user);
-    if (!ok) {
-      this.deps.log.warn('authentication failed', {
-        event: 'auth_failed',
-        client: this.clientIp(session),
-        user: username,
-      });
-      const lockout = await policy.authFailed(this.clientIp(session), username);
-      if (lockout) {
-        this.deps.log.warn('too many failed logins: address locked out', {
-          event: 'auth_lockout',
-          client: this.clientIp(session),
-          failures: policy.config.limits.maxAuthFailures,
-          window: policy.config.limits.authFailureWindow,
-          lockout: policy.config.limits.authLockout,
-        });
-        return this.refuse(lockout, session, cb);
-      }
-      return this.refuse(smtpErrors.authFailed(), session, cb);
-    }
-    this.deps.log.info('authenticated', { event: 'auth', client: this.clientIp(session), user: username });
-    cb(null, { user: username });
+    const result = await authenticate(
+      this.deps.policy(),
+      this.deps.log,
+      session.remoteAddress,
+      username,
+      password,
+    );
+    if (!result.ok) return this.refuse(result.error, session, cb);
+    // Logged in: it no longer takes one of the untrusted clients' slots.
+    this.state(session).slot?.trust();
+    cb(null, { user: result.user });
   }
 
   private async onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     if (this.config.requireTls && !session.secure) return this.refuse(smtpErrors.tlsRequired(), session, cb);
-    const { address, args } = checked;
-    const declared = args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined;
+    const state = this.state(session);
+    const tx = this.deps
+      .policy()
+      .begin({ ip: session.remoteAddress, user: session.user, tls: session.secure });
+    state.tx = undefined;
+    const { args } = checked;
     try {
-      const policy = this.deps.policy();
-      const client = { ip: this.clientIp(session), user: session.user };
-      // Who may send comes first: a stranger learns nothing about address syntax.
-      if (checked.routingProblem || checked.parameterProblem) {
-        if (!policy.sources.resolve(client.ip, client.user)) throw smtpErrors.notAllowed(client.ip);
-        if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
-        throw checked.parameterProblem;
-      }
-      const source = await policy.checkMail(client, address, declared);
-      this.state(session).source = source;
+      await tx.mail({
+        address: checked.address,
+        declaredSize: args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined,
+        routingProblem: checked.routingProblem,
+        parameterProblem: checked.parameterProblem,
+      });
+      state.tx = tx;
       cb();
     } catch (err) {
       // Name the source (when there is one) so a refusal such as a rate limit counts against it.
-      const source = this.deps.policy().sources.resolve(this.clientIp(session), session.user);
-      this.fail(err, session, cb, source?.name);
+      this.fail(err, session, cb, tx.sourceName);
     }
   }
 
   private async onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
-    const source = this.state(session).source;
-    if (!source) return this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb);
-    const { address } = checked;
+    const tx = this.state(session).tx;
+    if (!tx?.source) return this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb);
     try {
-      if (checked.routingProblem) throw smtpErrors.badAddress(address, checked.routingProblem);
-      if (checked.parameterProblem) throw checked.parameterProblem;
-      await this.deps.policy().checkRcpt(source, address, session.envelope.rcptTo.length + 1);
+      const to = await tx.rcpt({
+        address: checked.address,
+        count: session.envelope.rcptTo.length + 1,
+        routingProblem: checked.routingProblem,
+        parameterProblem: checked.parameterProblem,
+      });
+      if (to !== checked.address) checked.deliverTo = to;
       cb();
     } catch (err) {
-      this.fail(err, session, cb, source.name);
+      this.fail(err, session, cb, tx.source.name);
     }
   }
 
@@ -338,61 +363,32 @@ export class Listener {
     session: SMTPServerSession,
     cb: (err?: Error | null, message?: string) => void,
   ): Promise<void> {
-    const source = this.state(session).source;
-    const policy = this.deps.policy();
-    if (!source) {
+    const tx = this.state(session).tx;
+    if (!tx?.source) {
       stream.resume();
-      stream.on('end', () => this.refuse(smtpErrors.notAllowed(this.clientIp(session)), session, cb));
+      stream.on('end', () => this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb));
       return;
     }
-    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const sender = planSender(from, source.policy);
-    const sizeLimit = Math.min(policy.messageSizeLimit(source, sender.from), policy.maxAdvertisedSize);
-    const sizeError = () => policy.sizeError(source, sizeLimit, sender.from);
-    let entry: QueueEntry;
+    const plan = tx.receive();
+    let queued: QueuedMessage;
     try {
-      entry = await receiveMessage(
-        stream as never,
-        {
-          id: newQueueId(),
-          source,
-          originalFrom: from,
-          from: sender.from,
-          editHeaders: sender.editHeaders,
-          recipients: session.envelope.rcptTo.map((r) => r.address),
-          envelope: envelopeFields(session),
-          client: {
-            address: this.clientIp(session),
-            helo: session.hostNameAppearsAs || undefined,
-            user: session.user,
-            tls: session.secure,
-          },
-          hostname: policy.config.hostname,
-          sizeLimit,
-          sizeError,
-        },
-        this.deps.spool,
-      );
+      queued = await receiveData(stream, session, plan, {
+        hostname: this.deps.policy().config.hostname,
+        spool: this.deps.spool,
+        log: this.deps.log,
+      });
     } catch (err) {
-      if (stream.sizeExceeded) return this.fail(sizeError(), session, cb, source.name);
-      if (!(err instanceof SmtpError)) {
-        this.deps.log.error('could not queue a message', {
-          event: 'spool_error',
-          error: (err as Error).message,
-        });
-      } else if (err.reason === 'disk_full' || err.reason === 'spool_error') {
-        this.deps.log.error('could not queue a message', {
-          event: 'spool_error',
-          error: ((err as { cause?: Error }).cause ?? err).message,
-        });
-      }
-      return this.fail(err, session, cb, source.name);
+      return this.fail(err, session, cb, plan.source.name);
     }
+    const { entry } = queued;
     // The message is on disk: the 250 goes out first. The log lines and the hand-over to the
     // queue (which starts the first attempt there and then) would otherwise delay it.
+    this.state(session).refusals = 0;
     cb(null, `2.0.0 Ok: queued as ${entry.id}`);
     try {
-      this.afterAccept(entry, source.name, from, sender);
+      logAccepted(this.deps.log, entry, plan);
+      // The item carries a small body: its first attempt need not read the file back.
+      this.deps.accepted(queued);
     } catch (err) {
       // Not lost: it is on disk. If it did not reach the queue, the queue takes it up at its
       // next start, with everything else in the spool.
@@ -402,32 +398,5 @@ export class Listener {
         error: (err as Error).message,
       });
     }
-  }
-
-  private afterAccept(entry: QueueEntry, source: string, from: string, sender: SenderPlan): void {
-    this.deps.log.info('accepted', {
-      id: entry.id,
-      event: 'accepted',
-      client: entry.client.address,
-      source,
-      from: entry.from,
-      recipients: entry.recipients.length,
-      size: entry.size,
-    });
-    if (sender.envelopeRewritten || sender.headerChanges.length) {
-      this.deps.log.info('sender rewritten', {
-        id: entry.id,
-        event: 'sender_rewritten',
-        source,
-        envelope: sender.envelopeRewritten ? { from, to: sender.from } : undefined,
-        headers: sender.headerChanges.length ? sender.headerChanges : undefined,
-      });
-    }
-    this.deps.accepted(entry);
-  }
-
-  private fail(err: unknown, session: SMTPServerSession, cb: Callback, source?: string): void {
-    const smtp = err instanceof SmtpError ? err : smtpErrors.spoolFailed();
-    this.refuse(smtp, session, cb, source);
   }
 }

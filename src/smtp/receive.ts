@@ -3,7 +3,8 @@
 // The order matters: line ends are made CRLF before the headers are read, so the header
 // fields the policy edits are the ones every receiver downstream reads, and the spool holds
 // the normalised form that leaves (nodemailer dot-stuffs it on the way out).
-// Resolves to the queued entry once it is on disk; the caller answers 250 only then.
+// Resolves to the queued item (its state, and a small body's bytes) once it is on disk; the
+// caller answers 250 only then.
 import { finished } from 'node:stream';
 import type { Readable, Transform } from 'node:stream';
 import type { Headers } from 'mailsplit';
@@ -13,7 +14,7 @@ import { HeaderSectionError } from '../rewrite/header-section.js';
 import { addMissingHeaders, receivedHeader } from '../rewrite/hygiene.js';
 import { LineEndingNormaliser } from '../rewrite/line-endings.js';
 import type { QueueEntry, RecipientState } from '../spool/entry.js';
-import type { Spool } from '../spool/spool.js';
+import type { QueuedMessage, Spool } from '../spool/spool.js';
 import { SizeGuard } from './size-guard.js';
 import { formatSize, SmtpError, smtpErrors } from './errors.js';
 
@@ -25,7 +26,7 @@ export interface Transaction {
   /** The envelope sender that will leave (after any rewriting). */
   from: string;
   recipients: string[];
-  client: { address: string; helo?: string; user?: string; tls: boolean };
+  client: { address: string; helo?: string; user?: string; tls: boolean; localUid?: number };
   hostname: string;
   sizeLimit: number;
   /** The refusal for a message over sizeLimit (names whose limit it is). */
@@ -36,7 +37,11 @@ export interface Transaction {
   editHeaders?: (headers: Headers) => void;
 }
 
-export async function receiveMessage(stream: Readable, tx: Transaction, spool: Spool): Promise<QueueEntry> {
+export async function receiveMessage(
+  stream: Readable,
+  tx: Transaction,
+  spool: Spool,
+): Promise<QueuedMessage> {
   const guard = new SizeGuard(
     tx.sizeLimit,
     tx.sizeError ?? (() => smtpErrors.messageTooBig(tx.sizeLimit, tx.source.name)),
@@ -51,6 +56,7 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
         tls: tx.client.tls,
         authenticated: Boolean(tx.client.user),
         recipients: tx.recipients,
+        localUid: tx.client.localUid,
       }),
     ],
     edit: (headers) => {
@@ -76,7 +82,7 @@ export async function receiveMessage(stream: Readable, tx: Transaction, spool: S
   const now = Date.now();
   const { recipients: params = [], ...envelope } = tx.envelope ?? {};
   try {
-    return await spool.accept(body, {
+    return await spool.acceptMessage(body, {
       ...envelope,
       id: tx.id,
       from: tx.from,

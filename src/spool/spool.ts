@@ -33,10 +33,25 @@ import {
   writeFileDurably,
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
-import { JustAccepted, KEPT_BODY_MAX, type Held } from './just-accepted.js';
+import { HoldFolder } from './hold.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
+
+/**
+ * Bodies up to this size come back from accept in memory, with the queued item, for its first
+ * attempt (queue/just-queued.ts). Printers' scans are larger and stream from disk.
+ */
+export const KEPT_BODY_MAX = 64 * 1024;
+
+/**
+ * A message just written durably, as the listener hands it to the queue: its state, and its
+ * body's bytes (exactly as written) when no larger than KEPT_BODY_MAX.
+ */
+export interface QueuedMessage {
+  entry: QueueEntry;
+  body?: Buffer;
+}
 
 /** A queued message's body: its file, and for a small message just accepted the same bytes. */
 export interface MessageBody {
@@ -54,12 +69,12 @@ export class Spool {
   readonly tmpDir: string;
   readonly failedDir: string;
   readonly outboxDir: string;
+  /** Messages on hold (hold.ts): never attempted until released. */
+  readonly held: HoldFolder;
   private readonly queueSync: DirSyncer;
   private tmpCounter = 0;
   /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
   private readonly receiving = new Set<string>();
-  /** Messages just accepted, for their first attempt (see just-accepted.ts). */
-  private readonly justAccepted = new JustAccepted();
 
   constructor(readonly dir: string) {
     // Normalised once here; the per-message paths below are built from it by concatenation.
@@ -67,6 +82,7 @@ export class Spool {
     this.tmpDir = path.join(dir, 'tmp');
     this.failedDir = path.join(dir, 'failed');
     this.outboxDir = path.join(dir, 'outbox');
+    this.held = new HoldFolder(this.queueDir, path.join(dir, 'hold'));
     this.queueSync = new DirSyncer(this.queueDir);
   }
 
@@ -78,6 +94,7 @@ export class Spool {
     tmpFiles: number;
     orphanBodies: number;
     interruptedMoves: number;
+    reunited: number;
     tightened: Tightened[];
   }> {
     // The spool's own folder keeps the mode it was given (systemd's StateDirectoryMode, 0750).
@@ -87,9 +104,12 @@ export class Spool {
       this.tmpDir,
       this.failedDir,
       this.outboxDir,
+      this.held.holdDir,
       path.join(this.dir, 'tls'),
     ]);
     for (const dir of [this.queueDir, this.tmpDir, this.failedDir]) await makePrivateDir(dir);
+    // Before the sweep below: a body a crash left apart from its envelope is no orphan.
+    const { reunited } = await this.held.init();
     let tmpFiles = 0;
     for (const name of await readdir(this.tmpDir)) {
       await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
@@ -113,20 +133,12 @@ export class Spool {
         }
       }
     }
-    return { tmpFiles, orphanBodies, interruptedMoves, tightened };
+    return { tmpFiles, orphanBodies, interruptedMoves, reunited, tightened };
   }
 
   bodyPath(id: string): string {
     // Joined by hand: path.join normalises every time, and this runs several times a message.
     return `${this.queueDir}${path.sep}${id}.eml`;
-  }
-
-  /**
-   * A message this process accepted and has not handed over yet: its state, and its body's
-   * bytes when small. Handed over once, for the first attempt; undefined when not held.
-   */
-  takeJustAccepted(id: string): Held | undefined {
-    return this.justAccepted.take(id);
   }
 
   private metaPath(id: string): string {
@@ -139,6 +151,14 @@ export class Spool {
 
   /** Writes a new message durably. When this resolves the message is safe to acknowledge. */
   async accept(body: Readable, entry: NewEntry): Promise<QueueEntry> {
+    return (await this.acceptMessage(body, entry)).entry;
+  }
+
+  /**
+   * accept(), resolving to the queued item: the state, and the body's bytes when small, for the
+   * queue's first attempt (which then need not read the file back).
+   */
+  async acceptMessage(body: Readable, entry: NewEntry): Promise<QueuedMessage> {
     const bodyFile = this.bodyPath(entry.id);
     const metaFile = this.metaPath(entry.id);
     const fds: number[] = [];
@@ -162,8 +182,7 @@ export class Spool {
       if (failed) throw failed.reason;
       // Durable already: a failed close cannot undo that, and the descriptor is gone either way.
       await Promise.all(fds.splice(0).map((fd) => closeQuietly(fd, ops)));
-      this.justAccepted.hold(full, kept);
-      return full;
+      return kept ? { entry: full, body: kept } : { entry: full };
     } catch (err) {
       await Promise.all(fds.map((fd) => closeQuietly(fd, ops)));
       // The .json first: without it the body is not a message.
@@ -231,7 +250,6 @@ export class Spool {
 
   /** Rewrites the state of a message (never its body), atomically and durably. */
   async update(entry: QueueEntry): Promise<void> {
-    this.justAccepted.drop(entry.id); // what is held would be an older state
     // The body is durable by now (its fsync was seen, or verifyBody checked it): no more check.
     const { bodyCrc32: _checked, ...state } = entry;
     await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(state));
@@ -240,7 +258,6 @@ export class Spool {
 
   /** Removes a message that is done. The .json goes first, so a crash leaves at most a body to sweep. */
   async remove(id: string): Promise<boolean> {
-    this.justAccepted.drop(id);
     try {
       await unlinkFile(this.metaPath(id));
     } catch (err) {
@@ -249,6 +266,14 @@ export class Spool {
     }
     await unlinkFile(this.bodyPath(id)).catch(() => undefined);
     return true;
+  }
+
+  /**
+   * Puts a queued message on hold (hold.ts). False when no such message is queued. The running
+   * queue must forget() it first (queue-admin.ts does), so no kept copy is used later.
+   */
+  async hold(id: string): Promise<boolean> {
+    return this.held.hold(id);
   }
 
   /** Ids of all queued messages, oldest first (ids sort by arrival time). */
@@ -269,7 +294,6 @@ export class Spool {
   async moveToFailed(entry: QueueEntry, reason: string): Promise<void> {
     // Dead letter first, then the body, then the queue's envelope: a crash at any point
     // leaves either the message still queued, or a complete dead letter that init() finishes.
-    this.justAccepted.drop(entry.id);
     const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
     await replaceFileDurably(
       this.tmpPath(entry.id, 'json'),

@@ -7,7 +7,7 @@
 // scan from thousands of unknown addresses cannot grow it without limit.
 import { parseDuration } from '../config/units.js';
 import { ControlRefusal } from '../control/protocol.js';
-import { isRateLimitReason } from '../metrics.js';
+import { isRateLimitReason, type RefusalReason } from '../events.js';
 
 export interface TrafficCounts {
   /** Messages accepted. */
@@ -20,8 +20,8 @@ export interface TrafficCounts {
   refused: number;
   /** Refusals because a rate limit was reached. */
   rateLimited: number;
-  /** Refusals by reason. */
-  reasons: Record<string, number>;
+  /** Refusals by reason (the names of events.ts). */
+  reasons: Partial<Record<RefusalReason, number>>;
 }
 
 export interface TrafficRow extends TrafficCounts {
@@ -88,7 +88,7 @@ export class TrafficStats {
   }
 
   /** A refusal: counted under the source, or under the client's address when there is none. */
-  refused(reason: string, client: string, source?: string): void {
+  refused(reason: RefusalReason, client: string, source?: string): void {
     const counts = source ? this.counts(source, false) : this.counts(client, true);
     counts.refused++;
     counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
@@ -157,7 +157,7 @@ export function trafficReport(
         rows.set(key, row);
       }
       addCounts(row, c);
-      for (const [reason, n] of Object.entries(c.reasons))
+      for (const [reason, n] of Object.entries(c.reasons) as [RefusalReason, number][])
         row.reasons[reason] = (row.reasons[reason] ?? 0) + n;
     }
   }

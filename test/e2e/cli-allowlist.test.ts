@@ -134,26 +134,37 @@ describe('cli: allowlist editor and live reload', () => {
     open.close();
   });
 
-  test('acceptance 2: 0.0.0.0/0 is refused with an explanation; --force allows it with a warning', async () => {
+  test('acceptance 2: 0.0.0.0/0 is refused, --force or not; --force allows a narrower public range, acknowledged', async () => {
     const textBefore = await fs.readFile(file, 'utf8');
     const refused = await cli('allowlist', 'add', '0.0.0.0/0', '--name', 'all');
     assert.equal(refused.code, 1, show(refused));
     assert.match(refused.stderr, /open relay/i);
-    assert.match(refused.stderr, /--force/);
     assert.equal(await fs.readFile(file, 'utf8'), textBefore, 'a refused edit changed the file');
 
-    const publicRange = await cli('allowlist', 'add', '192.0.0.0/7', '--name', 'wide');
+    // Too wide to be anyone's network: no flag allows it (the config's validation would not either).
+    for (const wide of ['0.0.0.0/0', '192.0.0.0/7', '::/0', '::ffff:0.0.0.0/100']) {
+      const forced = await cli('allowlist', 'add', wide, '--name', 'all', '--force');
+      assert.equal(forced.code, 1, `${wide}\n${show(forced)}`);
+      assert.match(forced.stderr, /5\.7\.1 open relay risk: .*no setting allows that/);
+    }
+    assert.equal(await fs.readFile(file, 'utf8'), textBefore, 'a refused edit changed the file');
+
+    const publicRange = await cli('allowlist', 'add', '198.51.100.0/24', '--name', 'dmz');
     assert.equal(publicRange.code, 1, show(publicRange));
     assert.match(publicRange.stderr, /public internet addresses/);
+    assert.match(publicRange.stderr, /--force/);
 
-    const forced = await cli('allowlist', 'add', '0.0.0.0/0', '--name', 'all', '--force');
+    const forced = await cli('allowlist', 'add', '198.51.100.0/24', '--name', 'dmz', '--force');
     assert.equal(forced.code, 0, show(forced));
     assert.match(forced.stderr, /WARNING: .*open relay/);
-    assert.match(await fs.readFile(file, 'utf8'), /cidr: 0\.0\.0\.0\/0\n\s+name: all/);
+    assert.match(
+      await fs.readFile(file, 'utf8'),
+      /cidr: 198\.51\.100\.0\/24\n\s+name: dmz\n\s+publicRange: true/,
+    );
 
-    const removed = await cli('allowlist', 'remove', 'all');
+    const removed = await cli('allowlist', 'remove', 'dmz');
     assert.equal(removed.code, 0, show(removed));
-    assert.doesNotMatch(await fs.readFile(file, 'utf8'), /0\.0\.0\.0\/0/);
+    assert.doesNotMatch(await fs.readFile(file, 'utf8'), /198\.51\.100/);
   });
 
   test('host bits are normalised with a note; duplicates refused, overlaps noted, names unique', async () => {

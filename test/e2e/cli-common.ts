@@ -13,7 +13,7 @@ export interface CliResult {
 /** Runs the CLI with `args`; `input` is written to its stdin (then closed). Never throws on exit codes. */
 export function runCli(
   args: string[],
-  opts: { cwd?: string; input?: string; env?: Record<string, string> } = {},
+  opts: { cwd?: string; input?: string; env?: Record<string, string>; uid?: number; gid?: number } = {},
 ): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -25,6 +25,7 @@ export function runCli(
       cwd: opts.cwd,
       env: { ...env, NO_COLOR: '1', ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
     });
     let stdout = '';
     let stderr = '';

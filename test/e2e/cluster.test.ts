@@ -101,6 +101,7 @@ describe('cluster mode: two relays, one Redis', { skip: redisSkip }, () => {
     assert.match(text.stdout, /All relays of the cluster/);
   });
 
+  // 127.0.0.5 and .6 are allowlisted: a lockout blocks their AUTH only (454), never their mail.
   test('failed logins spread over both relays lock the address out, and the username elsewhere', async () => {
     const bad = authPlain('crm', 'wrong');
     const onA = await rawSmtpSession(a.port, ['EHLO client.test', bad, bad, 'QUIT'], {
@@ -110,17 +111,20 @@ describe('cluster mode: two relays, one Redis', { skip: redisSkip }, () => {
     const onB = await rawSmtpSession(b.port, ['EHLO client.test', bad, authPlain('crm', PASSWORD), 'QUIT'], {
       localAddress: '127.0.0.5',
     });
-    assert.match(onB[2] ?? '', /^421 4\.7\.0 Too many failed logins from 127\.0\.0\.5 \(3 within 10m/);
-    // The right password, through the other relay: still locked out.
-    const later = await rawSmtpSession(a.port, ['EHLO client.test', authPlain('crm', PASSWORD), 'QUIT'], {
-      localAddress: '127.0.0.5',
-    });
-    assert.match(later[2] ?? '', /^421 4\.7\.0 Too many failed logins/);
+    assert.match(onB[2] ?? '', /^454 4\.7\.0 Too many failed logins from 127\.0\.0\.5 \(3 within 10m/);
+    // The right password, through the other relay: still locked out of AUTH, but it relays.
+    const later = await rawSmtpSession(
+      a.port,
+      ['EHLO client.test', authPlain('crm', PASSWORD), 'MAIL FROM:<scanner@corp.example>', 'QUIT'],
+      { localAddress: '127.0.0.5' },
+    );
+    assert.match(later[2] ?? '', /^454 4\.7\.0 Too many failed logins from 127\.0\.0\.5/);
+    assert.match(later[3] ?? '', /^250 /);
     // The username is locked too, from another address.
     const elsewhere = await rawSmtpSession(b.port, ['EHLO client.test', authPlain('crm', PASSWORD), 'QUIT'], {
       localAddress: '127.0.0.6',
     });
-    assert.match(elsewhere[2] ?? '', /^421 4\.7\.0 /);
+    assert.match(elsewhere[2] ?? '', /^454 4\.7\.0 Too many failed logins for this user/);
     assert.doesNotMatch(a.output() + b.output(), /wrong/, 'the password tried is never logged');
   });
 
@@ -136,7 +140,7 @@ describe('cluster mode: two relays, one Redis', { skip: redisSkip }, () => {
     const later = await rawSmtpSession(a.port, ['EHLO client.test', authPlain('crm', PASSWORD), 'QUIT'], {
       localAddress: '127.0.0.5',
     });
-    assert.match(later[2] ?? '', /^421 4\.7\.0 Too many failed logins/);
+    assert.match(later[2] ?? '', /^454 4\.7\.0 Too many failed logins/);
   });
 
   test('`cluster status` lists both relays with their queue sizes and versions', async () => {

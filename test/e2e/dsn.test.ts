@@ -88,6 +88,33 @@ describe('DSN (RFC 3461)', () => {
     assert.match(got.dsn?.recipients[0]?.orcpt ?? '', /^rfc822;a@example\.com$/i);
   });
 
+  test('two recipients: each RCPT TO line carries its own NOTIFY and ORCPT, xtext kept', async () => {
+    const replies = await converse(
+      relay.port,
+      [
+        'MAIL FROM:<app@corp.example>',
+        'RCPT TO:<one@example.com> NOTIFY=SUCCESS ORCPT=rfc822;first+2B41@example.com',
+        'RCPT TO:<two@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;second+3Dx@example.com',
+        'RCPT TO:<three@example.com>',
+      ],
+      'Subject: dsn-each\r\n\r\nhello',
+    );
+    assert.match(replies.at(-1)!, /^250/, replies.join('\n'));
+    const got = await explained(
+      relay,
+      waitUntil('the message at the ESP', () =>
+        esp.messages.find((m) => header(m.raw, 'subject') === 'dsn-each'),
+      ),
+    );
+    assert.deepEqual(got.to, ['one@example.com', 'two@example.com', 'three@example.com']);
+    // The ESP decodes xtext: "+41" arrives as sent only if the relay encoded its "+" again.
+    assert.deepEqual(got.dsn?.recipients, [
+      { notify: ['SUCCESS'], orcpt: 'rfc822;first+41@example.com' },
+      { notify: ['FAILURE', 'DELAY'], orcpt: 'rfc822;second=x@example.com' },
+      { notify: undefined, orcpt: undefined },
+    ]);
+  });
+
   test('NOTIFY=NEVER and a 550 from the ESP: no bounce', async () => {
     const replies = await converse(
       relay.port,

@@ -51,6 +51,11 @@ describe('policy: routing forms and the nmap open-relay probe', () => {
         // No upstream: capture mode; anything accepted would show in the queue or the outbox.
         allowlist: [{ cidr: '127.0.0.1/32', name: 'this-host' }],
         users: [{ name: 'crm', password: await hashPassword(PASSWORD) }],
+        // RFC 5321 4.5.1: the postmaster recipient is accepted (and delivered here).
+        bounces: { to: 'postmaster-box@corp.example' },
+        // The whole probe in one session, as nmap sends it (the cut-off after 10 refused
+        // commands has its own test, test/e2e/listener-fairness).
+        limits: { maxRefusedCommands: 100 },
       },
     });
   });
@@ -101,6 +106,7 @@ describe('policy: routing forms and the nmap open-relay probe', () => {
       `RCPT TO:<${DOMAIN}!relaytest>`,
       `RCPT TO:<"relaytest@${DOMAIN}"@${SRV}>`,
       `RCPT TO:<relaytest@${DOMAIN}@${SRV}>`,
+      'RCPT TO:<nodomain>',
       'RCPT TO:<postmaster>',
       'QUIT',
     ]);
@@ -110,6 +116,8 @@ describe('policy: routing forms and the nmap open-relay probe', () => {
     assert.match(replies[6] ?? '', /^553 5\.1\.3 .*quoted local parts/);
     assert.match(replies[7] ?? '', /^553 5\.1\.3 .*more than one @/);
     assert.match(replies[8] ?? '', /^553 5\.1\.3 .*no domain/);
+    // The one address without a domain that is taken (RFC 5321 4.5.1): to bounces.to.
+    assert.match(replies[9] ?? '', /^250 /);
   });
 
   test('routing forms as the sender are refused too', async () => {

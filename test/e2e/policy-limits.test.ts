@@ -255,7 +255,7 @@ describe('policy: per-source limits', () => {
     assert.doesNotMatch(other[2] ?? '', /^235 /);
   });
 
-  test('3 failed logins lock the address out (AUTH and connection), logged; others unaffected', async () => {
+  test('3 failed logins lock an allowlisted address out of AUTH only: its mail goes on', async () => {
     const bad = authPlain('crm', 'wrong');
     const replies = await rawSmtpSession(relay.port, ['EHLO client.test', bad, bad, bad, 'NOOP'], {
       localAddress: '127.0.0.8',
@@ -264,17 +264,63 @@ describe('policy: per-source limits', () => {
     assert.match(replies[3] ?? '', /^535 5\.7\.8 /);
     assert.match(
       replies[4] ?? '',
-      /^421 4\.7\.0 Too many failed logins from 127\.0\.0\.8 \(3 within 10m, limits\.maxAuthFailures\): refused for 15m/,
+      /^454 4\.7\.0 Too many failed logins from 127\.0\.0\.8 \(3 within 10m, limits\.maxAuthFailures\): AUTH refused for 15m/,
     );
-    assert.equal(replies.length, 5, 'the connection is closed after the lockout');
-    const again = await connect(relay.port, '127.0.0.8');
-    again.socket.destroy();
-    assert.match(again.greeting, /^421 4\.7\.0 Too many failed logins from 127\.0\.0\.8/);
-    const other = await connect(relay.port, '127.0.0.9');
-    other.socket.destroy();
-    assert.match(other.greeting, /^220 /);
+    assert.match(replies[5] ?? '', /^250 /, 'the connection stays open');
+    // A new connection is greeted, unauthenticated relaying works, AUTH stays refused.
+    const again = await rawSmtpSession(
+      relay.port,
+      [
+        'EHLO client.test',
+        'MAIL FROM:<printer@corp.example>',
+        'RCPT TO:<a@corp.example>',
+        authPlain('crm', PASSWORD),
+      ],
+      { localAddress: '127.0.0.8' },
+    );
+    assert.match(again[0] ?? '', /^220 /);
+    assert.match(again[2] ?? '', /^250 /, 'MAIL from the allowlisted address');
+    assert.match(again[3] ?? '', /^250 /, 'RCPT from the allowlisted address');
+    assert.match(again[4] ?? '', /^(454|503) /, 'no AUTH while locked out');
     const [line] = await relay.waitForOutput(/.*auth_lockout.*/);
     assert.match(line, /127\.0\.0\.8/);
     assert.doesNotMatch(relay.output(), /wrong/, 'the password tried is never logged');
+  });
+
+  test('3 failed logins lock a stranger out of AUTH and of connecting; others unaffected', async () => {
+    const lines = ['EHLO client.test', 'STARTTLS', 'EHLO client.test'];
+    for (const user of ['guess1', 'guess2', 'guess3']) lines.push(authPlain(user, 'wrong'));
+    lines.push('NOOP');
+    const replies = await rawSmtpSession(relay.port, lines, { localAddress: '127.0.0.9' });
+    assert.match(replies[4] ?? '', /^535 /);
+    assert.match(replies[5] ?? '', /^535 /);
+    assert.match(replies[6] ?? '', /^421 4\.7\.0 Too many failed logins from 127\.0\.0\.9 .*refused for 15m/);
+    assert.equal(replies.length, 7, 'the connection is closed after the lockout');
+    const again = await connect(relay.port, '127.0.0.9');
+    again.socket.destroy();
+    assert.match(again.greeting, /^421 4\.7\.0 Too many failed logins from 127\.0\.0\.9/);
+    const other = await connect(relay.port, '127.0.0.11');
+    other.socket.destroy();
+    assert.match(other.greeting, /^220 /);
+  });
+
+  test('failed logins for one username from many addresses lock that username out', async () => {
+    const tryLogin = (ip: string, pass: string) =>
+      rawSmtpSession(
+        relay.port,
+        ['EHLO client.test', 'STARTTLS', 'EHLO client.test', authPlain('spread', pass), 'QUIT'],
+        { localAddress: ip },
+      ).then((r) => r[4] ?? '');
+    assert.match(await tryLogin('127.0.0.12', 'x1'), /^535 /);
+    assert.match(await tryLogin('127.0.0.13', 'x2'), /^535 /);
+    assert.match(await tryLogin('127.0.0.14', 'x3'), /^454 4\.7\.0 Too many failed logins for this user/);
+    assert.match(await tryLogin('127.0.0.15', 'x4'), /^454 4\.7\.0 Too many failed logins for this user/);
+    // Another user from the same addresses is not affected.
+    const other = await rawSmtpSession(
+      relay.port,
+      ['EHLO client.test', 'STARTTLS', 'EHLO client.test', authPlain('other-user', 'x'), 'QUIT'],
+      { localAddress: '127.0.0.15' },
+    );
+    assert.match(other[4] ?? '', /^535 /);
   });
 });

@@ -39,18 +39,36 @@ export function makeSelfSignedCert(hosts: readonly string[] = DEFAULT_CERT_HOSTS
   return pending;
 }
 
-async function generateCert(hosts: readonly string[]): Promise<CertPair> {
+export interface CertOptions {
+  hosts?: readonly string[];
+  /** Default: the first name in `hosts`. */
+  commonName?: string;
+  /** Default: an hour ago. */
+  notBefore?: Date;
+  /** Default: a year from now. */
+  notAfter?: Date;
+}
+
+/**
+ * A new certificate (never cached) with its own key: a "renewed" certificate, an expired one
+ * (`notAfter` in the past), one for another name. Each call costs an RSA key generation.
+ */
+export function makeCert(options: CertOptions = {}): Promise<CertPair> {
+  return generateCert(options.hosts ?? DEFAULT_CERT_HOSTS, options);
+}
+
+async function generateCert(hosts: readonly string[], options: CertOptions = {}): Promise<CertPair> {
   if (hosts.length === 0) throw new Error('makeSelfSignedCert: at least one host is needed');
   const names = hosts.filter((h) => isIP(h) === 0);
-  const commonName = names[0] ?? hosts[0] ?? 'localhost';
+  const commonName = options.commonName ?? names[0] ?? hosts[0] ?? 'localhost';
   const now = Date.now();
   // selfsigned v5 is async-only; its default signature algorithm is sha1, so ask for sha256.
   const pems = await generate([{ name: 'commonName', value: commonName }], {
     keyType: 'rsa',
     keySize: 2048,
     algorithm: 'sha256',
-    notBeforeDate: new Date(now - 60 * 60 * 1000),
-    notAfterDate: new Date(now + 365 * 24 * 60 * 60 * 1000),
+    notBeforeDate: options.notBefore ?? new Date(now - 60 * 60 * 1000),
+    notAfterDate: options.notAfter ?? new Date(now + 365 * 24 * 60 * 60 * 1000),
     extensions: [
       { name: 'basicConstraints', cA: false },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },

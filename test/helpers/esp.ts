@@ -35,6 +35,8 @@ export interface EspMessage {
   sessionId: string;
   /** With `dsn: true`: MAIL's RET/ENVID and each recipient's NOTIFY/ORCPT as received. */
   dsn?: { ret?: string; envid?: string; recipients: { notify?: string[]; orcpt?: string }[] };
+  /** MAIL FROM carried SMTPUTF8. */
+  smtpUtf8: boolean;
 }
 
 type MaybePromise<T> = T | Promise<T>;
@@ -92,6 +94,8 @@ export interface EspOptions {
   onData?: EspDataHandler;
   /** Advertise DSN (RFC 3461) and record its parameters on each message. Default false. */
   dsn?: boolean;
+  /** Advertise SMTPUTF8 (RFC 6531) in EHLO. Default true (as smtp-server does). */
+  smtpUtf8?: boolean;
 }
 
 export interface Esp {
@@ -211,6 +215,7 @@ class EspServer implements Esp {
       size: this.opts.size,
       rejectOversized: this.opts.size !== undefined,
       hideDSN: !this.opts.dsn,
+      hideSMTPUTF8: this.opts.smtpUtf8 === false,
       closeTimeout: 1000,
       socketTimeout: 60_000,
       onConnect: (_session, callback) => {
@@ -274,6 +279,7 @@ class EspServer implements Esp {
               secure: session.secure,
               remoteAddress: session.remoteAddress,
               sessionId: session.id,
+              smtpUtf8: Boolean((envelope as { smtpUtf8?: boolean }).smtpUtf8),
               ...(this.opts.dsn
                 ? {
                     dsn: {

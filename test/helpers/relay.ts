@@ -245,7 +245,7 @@ class RelayProcess implements Relay {
   /** The relay's greetings and greeting-time refusals carry its hostname and banner. */
   private isOwnGreeting(line: string): boolean {
     const hostname = typeof this.config.hostname === 'string' ? this.config.hostname : undefined;
-    return /smarthost ESMTP/.test(line) || (hostname !== undefined && line.includes(hostname));
+    return /ESMTP smarthost/.test(line) || (hostname !== undefined && line.includes(hostname));
   }
 
   get process(): ChildProcess {

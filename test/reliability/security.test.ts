@@ -21,7 +21,10 @@ before(async () => {
     config: {
       hostname: 'relay.test',
       allowlist: [{ cidr: '127.0.0.1/32', name: 'device' }],
-      users: [{ name: 'scanner', password: await hashPassword(PASSWORD) }],
+      users: [
+        { name: 'scanner', password: await hashPassword(PASSWORD) },
+        { name: 'monitor', password: await hashPassword(PASSWORD) },
+      ],
       upstream: upstreamFor(esp),
       limits: { maxAuthFailures: 3, authFailureWindow: '10m', authLockout: '15m' },
       log: { level: 'info' },
@@ -122,11 +125,24 @@ test('AUTH brute force: locked out after limits.maxAuthFailures, even with the r
     `logged in despite the lockout: ${JSON.stringify(locked)}`,
   );
 
-  // Someone else, from another address, logs in fine: the lockout is per address.
-  const other = await rawSmtpSession(
+  // Failures are counted per username too, across addresses: guesses at "scanner" spread over
+  // many addresses are locked as well, so from another address that user's AUTH is refused
+  // (454 4.7.0, AUTH only: the connection stays)...
+  const sameUser = await rawSmtpSession(
     relay.port,
     ['EHLO other.test', 'STARTTLS', 'EHLO other.test', authPlain('scanner', PASSWORD), 'QUIT'],
     { localAddress: '127.0.0.4' },
   );
-  assert.match(other[4] ?? '', /^235 /, `another address logs in: ${JSON.stringify(other)}`);
+  assert.match(
+    sameUser[4] ?? '',
+    /^454 4\.7\.0 /,
+    `the user is locked everywhere: ${JSON.stringify(sameUser)}`,
+  );
+  // ...while another user, from another address, logs in fine.
+  const other = await rawSmtpSession(
+    relay.port,
+    ['EHLO other.test', 'STARTTLS', 'EHLO other.test', authPlain('monitor', PASSWORD), 'QUIT'],
+    { localAddress: '127.0.0.5' },
+  );
+  assert.match(other[4] ?? '', /^235 /, `another user logs in: ${JSON.stringify(other)}`);
 });

@@ -161,21 +161,21 @@ describe('cluster mode on a real Redis', { skip: redisSkip }, () => {
       address: false,
       user: false,
     });
-    assert.equal(await limitsA.lockedFor('198.51.100.7', 'crm'), 0);
+    assert.deepEqual(await limitsA.lockedFor('198.51.100.7', 'crm'), { address: 0, user: 0 });
     assert.deepEqual(await limitsB.authFailed('198.51.100.7', 'other', settings), {
       address: true,
       user: false,
     });
-    const locked = await limitsA.lockedFor('198.51.100.7');
+    const locked = (await limitsA.lockedFor('198.51.100.7')).address;
     assert.ok(locked > 25_000 && locked <= 30_000, String(locked));
     // The username "crm", guessed from other addresses: its third failure locks it.
-    assert.equal(await limitsB.lockedFor('203.0.113.9', 'crm'), 0);
+    assert.deepEqual(await limitsB.lockedFor('203.0.113.9', 'crm'), { address: 0, user: 0 });
     assert.deepEqual(await limitsB.authFailed('203.0.113.9', 'crm', settings), {
       address: false,
       user: true,
     });
-    assert.ok((await limitsA.lockedFor('192.0.2.1', 'crm')) > 25_000);
-    assert.equal(await limitsA.lockedFor('192.0.2.1', 'someone-else'), 0);
+    assert.ok((await limitsA.lockedFor('192.0.2.1', 'crm')).user > 25_000);
+    assert.equal((await limitsA.lockedFor('192.0.2.1', 'someone-else')).user, 0);
     await Promise.all([a.client.stop(), b.client.stop()]);
   });
 
@@ -210,14 +210,14 @@ describe('cluster mode on a real Redis', { skip: redisSkip }, () => {
     const tb = new ClusterTraffic(b.client);
     ta.accepted('floor3', 2, 1000);
     tb.accepted('floor3', 1, 500);
-    tb.refused('message_rate', '10.0.0.5', 'floor3');
+    tb.refused('rate_limit', '10.0.0.5', 'floor3');
     ta.refused('not_allowed', '192.0.2.66');
     await Promise.all([ta.flush(), tb.flush()]);
     const report = await ta.report(3_600_000, 10);
     assert.ok(report);
     assert.deepEqual(report.totals, { messages: 2, recipients: 3, bytes: 1500, refused: 2, rateLimited: 1 });
     const floor3 = report.top.messages.find((r) => r.source === 'floor3');
-    assert.deepEqual(floor3?.reasons, { message_rate: 1 });
+    assert.deepEqual(floor3?.reasons, { rate_limit: 1 });
     assert.ok(report.top.refusals.some((r) => r.source === '192.0.2.66' && r.unknown));
     await Promise.all([a.client.stop(), b.client.stop()]);
   });

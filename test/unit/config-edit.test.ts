@@ -1,10 +1,10 @@
-// The config editor (src/config/edit.ts), the allowlist's CIDR arithmetic (src/cli/cidr.ts),
+// The config editor (src/config/edit.ts), the allowlist's CIDR arithmetic (src/policy/cidr.ts),
 // the control socket's path finding and the file watcher (src/config/watch.ts).
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { includesPublic, parseRange } from '../../src/cli/cidr.js';
+import { includesPublic, parseRange } from '../../src/policy/cidr.js';
 import {
   applyEdit,
   ConfigEditError,

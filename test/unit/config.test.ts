@@ -109,7 +109,11 @@ describe('config keys of issue 2', () => {
         [465, false, true],
       ],
     );
-    assert.deepEqual(config.tls, { cert: path.join(etc, 'tls.crt'), key: '/etc/smarthost/tls.key' });
+    assert.deepEqual(config.tls, {
+      cert: path.join(etc, 'tls.crt'),
+      key: '/etc/smarthost/tls.key',
+      watch: true,
+    });
     assert.equal(config.upstreams.length, 1);
     const [up] = config.upstreams;
     assert.equal(up?.host, 'smtp.sendgrid.net');

@@ -54,7 +54,7 @@ describe('queue admin', () => {
     const inFlight = new Set([ids[0]!]);
     const queue = fakeQueue(inFlight);
     const admin = new QueueAdmin(spool, queue, 5_000);
-    const deleting = admin.delete([ids[0]!]);
+    const deleting = admin.delete({ ids: [ids[0]!] });
     await new Promise((r) => setTimeout(r, 150));
     assert.ok(await spool.read(ids[0]!), 'removed while its delivery was still in progress');
     inFlight.clear();
@@ -69,7 +69,7 @@ describe('queue admin', () => {
     const { spool, ids } = await spoolWith(1);
     const admin = new QueueAdmin(spool, fakeQueue(new Set(ids)), 100);
     await assert.rejects(
-      admin.delete(ids),
+      admin.delete({ ids }),
       (err: unknown) => err instanceof ControlRefusal && /being delivered/.test(err.message),
     );
     assert.ok(await spool.read(ids[0]!));
@@ -78,11 +78,11 @@ describe('queue admin', () => {
   test('retry --all asks the running queue; offline it makes them due now', async () => {
     const { spool, ids } = await spoolWith(2);
     const queue = fakeQueue(new Set());
-    const live = await new QueueAdmin(spool, queue).retry('all');
+    const live = await new QueueAdmin(spool, queue).retry({ all: true });
     assert.deepEqual(live.done, ids);
     assert.deepEqual(queue.calls, [`retry ${ids.join(',')}`]);
 
-    const offline = await new QueueAdmin(spool).retry([ids[0]!, newQueueId()]);
+    const offline = await new QueueAdmin(spool).retry({ ids: [ids[0]!, newQueueId()] });
     assert.deepEqual(offline.done, [ids[0]]);
     assert.equal(offline.missing.length, 1);
     assert.ok((await spool.read(ids[0]!))!.nextAttemptAt <= Date.now());
@@ -105,9 +105,9 @@ describe('queue admin', () => {
     assert.deepEqual((await admin.requeue([ids[0]!])).done, [ids[0]]);
     assert.ok(queue.calls.includes(`enqueue ${ids[0]}`));
     assert.equal((await spool.read(ids[0]!))!.recipients[0]!.status, 'pending');
-    assert.deepEqual((await admin.delete([ids[1]!])).done, [ids[1]]);
+    assert.deepEqual((await admin.delete({ ids: [ids[1]!] })).done, [ids[1]]);
     assert.deepEqual(await admin.failed(), []);
-    assert.deepEqual((await admin.delete([ids[1]!])).missing, [ids[1]], 'gone for good');
+    assert.deepEqual((await admin.delete({ ids: [ids[1]!] })).missing, [ids[1]], 'gone for good');
     await assert.rejects(admin.show(ids[1]!), ControlRefusal);
     assert.match((await admin.show(ids[0]!)).headers, /^Subject: m0$/);
   });
@@ -146,5 +146,78 @@ describe('control socket', () => {
       await server.close();
     }
     await assert.rejects(fs.stat(socketPath), /ENOENT/);
+  });
+});
+
+describe('queue admin: hold, release and filters', () => {
+  test('hold takes a message out of the running schedule, release puts it back and retries it now', async () => {
+    const { spool, ids } = await spoolWith(2);
+    const inFlight = new Set<string>();
+    const queue = fakeQueue(inFlight);
+    const admin = new QueueAdmin(spool, queue);
+    assert.deepEqual((await admin.hold({ ids: [ids[0]!] })).done, [ids[0]]);
+    assert.ok(queue.calls.includes(`forget ${ids[0]}`));
+    assert.deepEqual(await spool.list(), [ids[1]]);
+    const rows = await admin.list();
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.state]),
+      [
+        [ids[1], 'deferred'],
+        [ids[0], 'held'],
+      ],
+    );
+    assert.equal((await admin.show(ids[0]!)).where, 'held');
+    assert.match((await admin.show(ids[0]!)).headers, /^Subject: m0$/);
+    // A held message is not retried, even by id.
+    const retried = await admin.retry({ ids: [ids[0]!] });
+    assert.deepEqual(retried.done, []);
+    assert.match(retried.skipped?.[0]?.reason ?? '', /on hold/);
+    queue.calls.length = 0;
+    await admin.retry({ all: true });
+    assert.deepEqual(queue.calls, [`retry ${ids[1]}`]);
+    // Release: back in queue/, forced now.
+    queue.calls.length = 0;
+    assert.deepEqual((await admin.release({ all: true })).done, [ids[0]]);
+    assert.deepEqual(queue.calls, [`retry ${ids[0]}`]);
+    assert.deepEqual(await spool.list(), ids);
+    assert.deepEqual((await admin.release({ ids: [ids[0]!] })).missing, [ids[0]]);
+  });
+
+  test('offline, a released message is made due now', async () => {
+    const { spool, ids } = await spoolWith(1);
+    const admin = new QueueAdmin(spool);
+    await admin.hold({ all: true });
+    assert.deepEqual(await spool.list(), []);
+    await admin.release({ ids });
+    assert.ok((await spool.read(ids[0]!))!.nextAttemptAt <= Date.now());
+  });
+
+  test('filters pick the messages; ids with a filter keep only those that match; a bad filter is refused', async () => {
+    const { spool, ids } = await spoolWith(3);
+    const admin = new QueueAdmin(spool, fakeQueue(new Set()));
+    assert.deepEqual(await admin.match('delete', { filter: { to: 'U1@EXAMPLE.COM' } }), [ids[1]]);
+    assert.deepEqual(await admin.match('delete', { ids: [ids[0]!, ids[1]!], filter: { to: 'u[01]*' } }), []);
+    assert.deepEqual(await admin.match('delete', { ids: [ids[0]!, ids[2]!], filter: { to: 'u?@*' } }), [
+      ids[0],
+      ids[2],
+    ]);
+    assert.deepEqual(await admin.match('hold', { all: true, filter: { olderThan: 3_600_000 } }), []);
+    await admin.hold({ filter: { to: 'u2@*' } });
+    assert.deepEqual(await admin.match('release', { all: true }), [ids[2]]);
+    assert.deepEqual(
+      (await admin.list({ state: ['held'] })).map((r) => r.id),
+      [ids[2]],
+    );
+    await admin.delete({ filter: { to: 'u0@*' } });
+    assert.deepEqual(
+      (await admin.list()).map((r) => r.id),
+      [ids[1], ids[2]],
+    );
+    await assert.rejects(admin.list({ state: ['asleep' as 'held'] }), ControlRefusal);
+    await assert.rejects(admin.delete({}), /expected queue ids, a filter or "all"/);
+    // Dead letters only when asked for.
+    await spool.moveToFailed((await spool.read(ids[1]!))!, '550 no');
+    assert.deepEqual(await admin.match('delete', { all: true }), [ids[2]]);
+    assert.deepEqual(await admin.match('delete', { all: true, filter: { state: ['failed'] } }), [ids[1]]);
   });
 });

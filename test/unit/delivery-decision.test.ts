@@ -10,7 +10,8 @@ import {
   type FailureFacts,
   type SmtpStep,
 } from '../../src/delivery/classify.js';
-import { factsOf } from '../../src/delivery/nodemailer-adapter.js';
+import { describeFailure, factsOf, smtpUtf8Refusal } from '../../src/delivery/nodemailer-adapter.js';
+import { smtpUtf8Need } from '../../src/delivery/smtputf8.js';
 
 /** Facts of a reply: "451 4.3.0 text" at `step`. */
 function reply(step: SmtpStep, line: string): FailureFacts {
@@ -224,5 +225,35 @@ describe('nodemailer errors as facts', () => {
       connectionLost: false,
     });
     assert.equal(err({ code: 'ESTREAM', command: 'API' }).step, 'local');
+  });
+});
+
+describe('SMTPUTF8 not offered', () => {
+  test('the refusal is a permanent failure of the message, status 5.6.7, saying why', () => {
+    const refusal = smtpUtf8Refusal('the message has non-ASCII addresses');
+    const facts = factsOf(refusal);
+    assert.equal(facts.enhanced, '5.6.7');
+    assert.deepEqual(decide(facts), { affects: 'message', kind: 'permanent' });
+    assert.equal(
+      describeFailure(refusal),
+      '553 5.6.7 the upstream does not support SMTPUTF8; the message has non-ASCII addresses',
+    );
+  });
+
+  test('what needs it: a non-ASCII local part or header byte; a non-ASCII domain alone does not', () => {
+    const head = (text: string) => () => Buffer.from(text, 'utf8');
+    const ascii = head('Subject: hi\r\n');
+    const entry = (smtpUtf8: boolean, from = 'app@corp.example') => ({ smtpUtf8, from });
+    assert.equal(smtpUtf8Need(entry(false), ['josé@example.com'], ascii), undefined, 'not asked for');
+    assert.deepEqual(smtpUtf8Need(entry(true), ['josé@example.com'], ascii), {
+      need: 'required',
+      reason: 'the message has non-ASCII addresses',
+    });
+    assert.equal(smtpUtf8Need(entry(true, 'zoë@corp.example'), ['a@example.com'], ascii)?.need, 'required');
+    assert.deepEqual(smtpUtf8Need(entry(true), ['a@bücher.example'], ascii), { need: 'requested' });
+    assert.deepEqual(smtpUtf8Need(entry(true), ['a@example.com'], head('Subject: Grüße\r\n')), {
+      need: 'required',
+      reason: 'the message has non-ASCII header fields',
+    });
   });
 });

@@ -219,8 +219,7 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     const q = await setup((_e, rcpts) => rcpts.map(ok));
     const whole = await q.add('app@corp.example', ['a@example.com'], false);
     const cut = await q.add('app@corp.example', ['b@example.com'], false);
-    // A restarted relay holds nothing in memory: everything is read from the disk.
-    for (const id of [whole, cut]) assert.ok(q.spool.takeJustAccepted(id));
+    // Queued before the scheduler runs, by id (as after a restart): everything is read from the disk.
     await fs.truncate(q.spool.bodyPath(cut), 5);
     // A reception the crash interrupted: its envelope was still empty.
     const half = newQueueId();

@@ -68,7 +68,12 @@ test('JSON lines when not a terminal, every address field and text masked', asyn
 test('without maskAddresses addresses stay; secrets are redacted either way', async () => {
   const out = capture(true);
   const log = createLogger({ level: 'info', format: 'auto' }, out.stream);
-  log.info('auth to upstream', { from: 'alice@corp.example', pass: 'hunter2', upstream: { password: 'x' } });
+  log.info('auth to upstream', {
+    from: 'alice@corp.example',
+    pass: 'hunter2',
+    upstream: { password: 'x' },
+    event: 'auth',
+  });
   await flush();
   const [line] = out.lines();
   assert.ok(line);
@@ -81,10 +86,10 @@ test('without maskAddresses addresses stay; secrets are redacted either way', as
 test('a reload can turn masking on and change the level', async () => {
   const out = capture(false);
   const log = createLogger({ level: 'info', format: 'json' }, out.stream);
-  log.debug('hidden', { from: 'a@b.example' });
-  log.info('before', { from: 'alice@corp.example' });
+  log.debug('hidden', { from: 'a@b.example', event: 'accepted' });
+  log.info('before', { from: 'alice@corp.example', event: 'accepted' });
   applyLogOptions(log, { level: 'debug', maskAddresses: true });
-  log.debug('after', { from: 'alice@corp.example' });
+  log.debug('after', { from: 'alice@corp.example', event: 'accepted' });
   await flush();
   const lines = out.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.deepEqual(
@@ -99,10 +104,10 @@ test('a reload can turn masking on and change the level', async () => {
 test('errors and other objects in fields survive the formats', async () => {
   const out = capture(false);
   const log = createLogger({ level: 'info', format: 'json' }, out.stream);
-  log.info('x', { when: new Date(0), nested: { at: new Date(0) } });
+  log.info('x', { when: new Date(0), nested: { at: new Date(0) }, event: 'accepted' });
   const masked = capture(false);
   const mlog = createLogger({ level: 'info', format: 'json', maskAddresses: true }, masked.stream);
-  mlog.info('y', { error: new Error('550 <bob@example.com> unknown') });
+  mlog.info('y', { error: new Error('550 <bob@example.com> unknown'), event: 'attempt_error' });
   await flush();
   const line = JSON.parse(out.lines()[0] ?? '') as Record<string, unknown>;
   assert.equal(line.when, '1970-01-01T00:00:00.000Z');
@@ -121,9 +126,9 @@ test('BatchedOutput: the lines of one turn of the event loop go out in one write
   });
   const output = new BatchedOutput(target);
   const log = createLogger({ level: 'info', format: 'json' }, output);
-  log.info('one');
-  log.info('two');
-  log.info('three');
+  log.info('one', { event: 'accepted' });
+  log.info('two', { event: 'accepted' });
+  log.info('three', { event: 'accepted' });
   await flush();
   await flush();
   assert.equal(writes.length, 1, 'one write for the turn');
@@ -134,7 +139,7 @@ test('BatchedOutput: the lines of one turn of the event loop go out in one write
       .map((l) => (JSON.parse(l) as { message: string }).message),
     ['one', 'two', 'three'],
   );
-  log.info('four');
+  log.info('four', { event: 'accepted' });
   await flush();
   await flush();
   assert.equal(writes.length, 2, 'a later turn writes again');
@@ -158,8 +163,8 @@ test('JSON lines: a field JSON cannot write (a cycle, a BigInt) still gives one 
   const log = createLogger({ level: 'info', format: 'json' }, stream);
   const looped: Record<string, unknown> = { a: 1 };
   looped.self = looped;
-  log.info('plain', { id: 'Q1', recipients: 2 });
-  log.info('odd', { looped, big: 10n });
+  log.info('plain', { id: 'Q1', recipients: 2, event: 'accepted' });
+  log.info('odd', { looped, big: 10n, event: 'accepted' });
   await flush();
   const [plain, odd] = lines().map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.deepEqual(

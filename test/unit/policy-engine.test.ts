@@ -130,7 +130,9 @@ describe('PolicyEngine', () => {
   });
 
   test('connections: in total and per address, 421 4.7.0 naming the limit', async () => {
-    const { engine } = engineWithClock({ limits: { maxConnections: 3, maxConnectionsPerIp: 2 } });
+    const { engine } = engineWithClock({
+      limits: { maxConnections: 3, maxConnectionsPerIp: 2, maxUntrustedConnections: 3 },
+    });
     const close1 = engine.openConnection('10.0.0.1');
     engine.openConnection('::ffff:10.0.0.1');
     const perIp = await refusal(() => engine.openConnection('10.0.0.1'));
@@ -149,10 +151,10 @@ describe('PolicyEngine', () => {
     engine.openConnection('10.0.0.3');
   });
 
-  test('failed logins: the 5th within 10m locks the address out of AUTH and connecting for 15m', async () => {
+  test('failed logins: the 5th within 10m locks a stranger out of AUTH and connecting for 15m', async () => {
     const { engine, advance } = engineWithClock({});
-    for (let i = 0; i < 4; i++) assert.equal(await engine.authFailed('198.51.100.7'), undefined);
-    const lockout = await engine.authFailed('198.51.100.7');
+    for (let i = 0; i < 4; i++) assert.equal(await engine.authFailed('198.51.100.7', `user${i}`), undefined);
+    const lockout = await engine.authFailed('198.51.100.7', 'user4');
     assert.ok(lockout);
     assert.equal(lockout.code, 421);
     assert.equal(
@@ -164,6 +166,59 @@ describe('PolicyEngine', () => {
     engine.openConnection('198.51.100.8');
     advance(15 * 60_000);
     engine.openConnection('198.51.100.7');
+  });
+
+  test('a lockout of an allowlisted address blocks AUTH only (454), never its connections or mail', async () => {
+    const { engine } = engineWithClock({ allowlist: [FLOOR3] });
+    for (let i = 0; i < 4; i++) await engine.authFailed('10.20.30.40', `u${i}`);
+    const lockout = await engine.authFailed('10.20.30.40', 'u4');
+    assert.equal(lockout?.code, 454);
+    assert.match(lockout?.message ?? '', /AUTH refused for 15m/);
+    assert.equal((await refusal(() => engine.checkAuthAllowed('10.20.30.40'))).code, 454);
+    assert.equal((await refusal(() => engine.checkAuthLockout('10.20.30.40', 'u9'))).code, 454);
+    const release = engine.openConnection('10.20.30.40');
+    assert.equal((await engine.checkMail({ ip: '10.20.30.40' }, 'a@corp.example')).name, 'floor3-printers');
+    release();
+  });
+
+  test('failed logins are counted per username across addresses too', async () => {
+    const { engine } = engineWithClock({});
+    for (let i = 0; i < 4; i++)
+      assert.equal(await engine.authFailed(`198.51.100.${i + 1}`, 'Admin'), undefined);
+    const lockout = await engine.authFailed('198.51.100.9', 'admin');
+    assert.equal(lockout?.code, 454);
+    assert.match(lockout?.message ?? '', /^4\.7\.0 Too many failed logins for this user/);
+    assert.equal((await refusal(() => engine.checkAuthAllowed('198.51.100.20', 'ADMIN'))).code, 454);
+    assert.equal((await refusal(() => engine.checkAuthLockout('198.51.100.20', 'ADMIN'))).code, 454);
+    engine.checkAuthAllowed('198.51.100.20', 'someone-else');
+    await engine.checkAuthLockout('198.51.100.20', 'someone-else');
+    engine.openConnection('198.51.100.20');
+  });
+
+  test('untrusted clients have their own share of connections; logging in moves one out of it', async () => {
+    const { engine } = engineWithClock({
+      allowlist: [FLOOR3],
+      limits: { maxConnections: 6, maxUntrustedConnections: 2 },
+    });
+    const first = engine.openConnection('192.0.2.1');
+    engine.openConnection('192.0.2.2');
+    const err = await refusal(() => engine.openConnection('192.0.2.3'));
+    assert.equal(err.code, 421);
+    assert.match(err.message, /^4\.7\.0 .*limits\.maxUntrustedConnections/);
+    // A device still gets in.
+    engine.openConnection('10.20.30.40');
+    first.trust();
+    engine.openConnection('192.0.2.3');
+    assert.equal(engine.state.connections.untrusted, 2);
+  });
+
+  test('maxUntrustedConnections defaults to a quarter of maxConnections', () => {
+    assert.equal(config({}).limits.maxUntrustedConnections, 250);
+    assert.equal(config({ limits: { maxConnections: 8 } }).limits.maxUntrustedConnections, 2);
+    assert.throws(
+      () => config({ limits: { maxConnections: 8, maxUntrustedConnections: 9 } }),
+      /maxUntrustedConnections/,
+    );
   });
 
   test('a reloaded engine takes over the counters of the one it replaces', async () => {

@@ -83,7 +83,8 @@ describe('receiveMessage', () => {
   test('spools the message with the trace line, missing headers and CRLF line ends', async () => {
     const spool = await newSpool();
     const t = tx();
-    const entry = await receiveMessage(client(['Subject: hi\n', '\nline one\nline two\r\n']), t, spool);
+    const queued = await receiveMessage(client(['Subject: hi\n', '\nline one\nline two\r\n']), t, spool);
+    const { entry } = queued;
     assert.equal(entry.id, t.id);
     assert.deepEqual(entry.recipients, [{ address: 'a@example.com', status: 'pending' }]);
     assert.equal(entry.source, 'printers');
@@ -98,6 +99,7 @@ describe('receiveMessage', () => {
     );
     assert.doesNotMatch(body, /(?<!\r)\n/, 'no bare LF left');
     assert.equal(entry.size, Buffer.byteLength(body, 'latin1'));
+    assert.equal(queued.body?.toString('latin1'), body, 'the queued item carries the bytes written');
   });
 
   test('applies the transaction’s own header edits', async () => {
@@ -163,7 +165,7 @@ describe('receiveMessage', () => {
 
   test('a full disk: 452 4.3.1', async () => {
     const fullSpool = {
-      async accept(body: Readable) {
+      async acceptMessage(body: Readable) {
         for await (const _chunk of body) break;
         throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
       },

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { newQueueId, pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../../src/spool/entry.js';
-import { Spool, type NewEntry } from '../../src/spool/spool.js';
+import { KEPT_BODY_MAX, Spool, type NewEntry } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 async function newSpool(): Promise<Spool> {
@@ -180,6 +180,7 @@ describe('Spool', () => {
       tmpFiles: 2,
       orphanBodies: 1,
       interruptedMoves: 0,
+      reunited: 0,
       tightened: [],
     });
     assert.deepEqual(await ls(again.tmpDir), []);
@@ -189,6 +190,7 @@ describe('Spool', () => {
       tmpFiles: 0,
       orphanBodies: 0,
       interruptedMoves: 0,
+      reunited: 0,
       tightened: [],
     });
   });
@@ -206,6 +208,7 @@ describe('Spool', () => {
       tmpFiles: 0,
       orphanBodies: 0,
       interruptedMoves: 1,
+      reunited: 0,
       tightened: [],
     });
     assert.deepEqual(await again.list(), [other.id]);
@@ -243,32 +246,23 @@ describe('Spool', () => {
     assert.equal(await spool.requeue('0NOSUCHID0000000000'), undefined);
   });
 
-  test('a message just accepted is handed over once from memory: its state, and its body when small', async () => {
+  test('acceptMessage: the queued item carries the body’s bytes when small, as written', async () => {
     const spool = await newSpool();
     // Written in several chunks and batches: what is kept must be all of them, in order.
     const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(1500, 0x41 + (i % 26)));
-    const small = await spool.accept(Readable.from(chunks), entry());
-    const first = spool.takeJustAccepted(small.id);
-    assert.ok(first, 'held');
-    assert.deepEqual(first.entry, await spool.read(small.id), 'the state as on disk');
-    assert.ok(first.data, 'its body kept in memory');
-    assert.ok(first.data.equals(await fs.readFile(spool.bodyPath(small.id))), 'the same bytes as the file');
-    assert.equal(spool.takeJustAccepted(small.id), undefined, 'a second attempt reads the disk');
+    const small = await spool.acceptMessage(Readable.from(chunks), entry());
+    assert.deepEqual(small.entry, await spool.read(small.entry.id), 'the state as on disk');
+    assert.ok(small.body, 'its body kept in memory');
+    assert.ok(
+      small.body.equals(await fs.readFile(spool.bodyPath(small.entry.id))),
+      'the same bytes as the file',
+    );
 
-    const large = await spool.accept(Readable.from([Buffer.alloc(64 * 1024 + 1, 0x61)]), entry());
-    const held = spool.takeJustAccepted(large.id);
-    assert.equal(held?.entry.id, large.id);
-    assert.equal(held?.data, undefined, 'larger than 64 KB: streamed from disk');
-
-    const removed = await spool.accept(Readable.from([Buffer.from('Subject: x\r\n\r\n')]), entry());
-    await spool.remove(removed.id);
-    assert.equal(spool.takeJustAccepted(removed.id), undefined, 'a removed message leaves nothing in memory');
-    const dead = await spool.accept(Readable.from([Buffer.from('Subject: y\r\n\r\n')]), entry());
-    await spool.moveToFailed(dead, 'gone');
-    assert.equal(spool.takeJustAccepted(dead.id), undefined, 'nor does a dead letter');
-    const updated = await spool.accept(Readable.from([Buffer.from('Subject: z\r\n\r\n')]), entry());
-    await spool.update({ ...updated, attempts: 1 });
-    assert.equal(spool.takeJustAccepted(updated.id), undefined, 'nor a state rewritten since');
+    const exact = await spool.acceptMessage(Readable.from([Buffer.alloc(KEPT_BODY_MAX, 0x61)]), entry());
+    assert.equal(exact.body?.length, KEPT_BODY_MAX, 'up to 64 KB kept');
+    const large = await spool.acceptMessage(Readable.from([Buffer.alloc(KEPT_BODY_MAX + 1, 0x61)]), entry());
+    assert.equal(large.entry.size, KEPT_BODY_MAX + 1);
+    assert.equal(large.body, undefined, 'larger than 64 KB: streamed from disk');
   });
 
   test('acceptBuffer queues a message the relay made itself', async () => {

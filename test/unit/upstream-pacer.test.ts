@@ -130,6 +130,28 @@ describe('pacer', () => {
     assert.ok(maxInWindow(startedAt, 60_000) <= 30);
   });
 
+  test('30/min: the default burst (1), or 2, keeps it to 2 in any second; 3 would not', async () => {
+    for (const [burst, most] of [
+      [undefined, 1],
+      [2, 2],
+      [3, 3],
+    ] as const) {
+      const clock = new FakeClock();
+      const pacer = new Pacer(rate('30/min'), clock, burst === undefined ? {} : { burst });
+      const startedAt: number[] = [];
+      const all = Array.from({ length: 20 }, () =>
+        pacer.acquire().then((slot) => {
+          startedAt.push(clock.now());
+          setImmediate(() => slot.finish(true));
+        }),
+      );
+      for (let step = 0; step < 200 && startedAt.length < 20; step++) await clock.advance(250);
+      await Promise.all(all);
+      assert.equal(maxInWindow(startedAt, 1000), most, `burst ${burst ?? 'default'}`);
+      assert.ok(maxInWindow(startedAt, 60_000) <= 30);
+    }
+  });
+
   test('burst: that many start together, then the even pace', async () => {
     const clock = new FakeClock();
     const pacer = new Pacer(rate('60/min'), clock, { burst: 3 });

@@ -1,0 +1,188 @@
+// CPU time, counted so that it cannot flatter one side: every process a server runs, the
+// short-lived ones included (Postfix forks smtpd, cleanup, qmgr, smtp... and reaps them), and
+// the whole machine beside it, so that other work during a run shows up instead of hiding.
+//
+// Two ways to count a server's own processes, best first:
+// - a cgroup (v1 cpuacct, or v2 cpu.stat): the server is started inside it, every process it
+//   forks stays in it, and the kernel's counter keeps the time of those that exited;
+// - the process tree in /proc: utime+stime+cutime+cstime of every live process under the
+//   server's root. A child that exited and was reaped has its time in its parent's cutime, so
+//   the sum only ever grows; a process that exits unreaped (a zombie's parent gone) is lost,
+//   which the cgroup does not miss. Resolution: one clock tick (10 ms).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { cleanups, childrenOf } from './harness.mjs';
+
+let clockTicks;
+function ticksPerSecond() {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** utime+stime+cutime+cstime of one process, in clock ticks (0 when it is gone). */
+function processTicks(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime..cstime are fields 14..17.
+    return fields.slice(11, 15).reduce((sum, v) => sum + Number(v), 0);
+  } catch {
+    return 0;
+  }
+}
+
+/** Every live process under (and including) the given roots. */
+function tree(roots) {
+  const seen = new Set();
+  const stack = [...roots];
+  while (stack.length) {
+    const pid = stack.pop();
+    if (!pid || seen.has(pid)) continue;
+    seen.add(pid);
+    stack.push(...childrenOf(pid));
+  }
+  return [...seen];
+}
+
+/** CPU time (µs) of a process tree, from /proc. */
+export function treeCpuMicros(roots) {
+  const ticks = tree(roots).reduce((sum, pid) => sum + processTicks(pid), 0);
+  return (ticks * 1e6) / ticksPerSecond();
+}
+
+/** µs used by this script's children that have exited and been reaped (smtp-source runs). */
+export function reapedChildrenMicros() {
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[13]) + Number(fields[14])) * 1e6) / ticksPerSecond();
+}
+
+/** The machine's busy time (µs, all cores summed) and idle time, from /proc/stat. */
+export function machineCpuMicros() {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const perTick = 1e6 / ticksPerSecond();
+  return {
+    busy: (user + nice + system + irq + softirq + (steal ?? 0)) * perTick,
+    idle: (idle + (iowait ?? 0)) * perTick,
+  };
+}
+
+function tryCgroup(name) {
+  const candidates = [
+    // v1: a cpuacct hierarchy of its own
+    {
+      root: '/sys/fs/cgroup/cpuacct',
+      read: (dir) => Number(fs.readFileSync(path.join(dir, 'cpuacct.usage'), 'utf8')) / 1000,
+    },
+    // v2: the unified hierarchy (at /sys/fs/cgroup itself, or beside v1 at .../unified)
+    ...['/sys/fs/cgroup/unified', '/sys/fs/cgroup'].map((root) => ({
+      root,
+      read: (dir) =>
+        Number(/^usage_usec (\d+)/m.exec(fs.readFileSync(path.join(dir, 'cpu.stat'), 'utf8'))?.[1]),
+    })),
+  ];
+  for (const { root, read } of candidates) {
+    const dir = path.join(root, `smarthost-bench-${process.pid}-${name}`);
+    try {
+      fs.mkdirSync(dir);
+    } catch {
+      continue;
+    }
+    try {
+      if (!Number.isFinite(read(dir))) throw new Error('no counter');
+      fs.accessSync(path.join(dir, 'cgroup.procs'), fs.constants.W_OK);
+    } catch {
+      fs.rmSync(dir, { recursive: true, force: true });
+      continue;
+    }
+    cleanups.push(() => removeCgroup(dir));
+    return { dir, read: () => read(dir) };
+  }
+  return undefined;
+}
+
+/** A cgroup can only be removed once empty: its processes go back to the root group first. */
+function removeCgroup(dir) {
+  try {
+    const root = path.dirname(dir);
+    for (const pid of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        fs.writeFileSync(path.join(root, 'cgroup.procs'), pid);
+      } catch {
+        // it exited meanwhile
+      }
+    }
+    fs.rmdirSync(dir);
+  } catch {
+    // best effort: a leftover empty group costs nothing
+  }
+}
+
+/**
+ * The CPU meter of one party (a server, or the load tools): `wrap(cmd, args)` gives the command
+ * line that starts a process inside its cgroup; `read()` the µs used so far by everything
+ * started that way (cgroup), or what `fallback()` counts from /proc.
+ */
+export class CpuMeter {
+  constructor(name) {
+    this.name = name;
+    this.group = tryCgroup(name);
+    /** Without a cgroup: the µs to report, set by whoever starts the party's processes. */
+    this.fallback = () => 0;
+  }
+
+  get method() {
+    return this.group ? 'cgroup' : 'process tree';
+  }
+
+  /** [cmd, args] that start `cmd args` inside this meter's cgroup (unchanged without one). */
+  wrap(cmd, args) {
+    if (!this.group) return [cmd, args];
+    const procs = path.join(this.group.dir, 'cgroup.procs');
+    return ['/bin/sh', ['-c', `echo $$ > '${procs}' && exec "$0" "$@"`, cmd, ...args]];
+  }
+
+  read() {
+    return this.group ? this.group.read() : this.fallback();
+  }
+}
+
+/**
+ * A snapshot of every meter and the machine; `since(earlier)` gives the deltas in µs, and what
+ * the machine spent beyond the counted parties and this script: other work, which makes a run
+ * unfair to the side with more processes.
+ */
+export function snapshot(meters) {
+  const cpu = process.cpuUsage();
+  return {
+    meters: Object.fromEntries(meters.map((m) => [m.name, m.read()])),
+    machine: machineCpuMicros(),
+    self: cpu.user + cpu.system,
+    at: performance.now(),
+  };
+}
+
+export function since(earlier, later) {
+  const parties = Object.fromEntries(
+    Object.keys(later.meters).map((name) => [name, later.meters[name] - earlier.meters[name]]),
+  );
+  const machine = later.machine.busy - earlier.machine.busy;
+  const self = later.self - earlier.self;
+  const counted = Object.values(parties).reduce((a, b) => a + b, 0) + self;
+  const wallMicros = (later.at - earlier.at) * 1000;
+  return { parties, machine, self, other: Math.max(0, machine - counted), wallMicros };
+}
