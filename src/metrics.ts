@@ -18,7 +18,7 @@ import { isConnectionReason, isRateLimitReason, REFUSAL_REASON_NAMES, type Refus
 import type { Logger } from './log.js';
 import { OpsMetrics } from './metrics-ops.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
-import { queueIdTime, type QueueEntry } from './spool/entry.js';
+import type { QueueEntry } from './spool/entry.js';
 import type { Spool } from './spool/spool.js';
 
 /** The label value for a refusal whose client matched no source (not in the allowlist, no login). */
@@ -252,19 +252,7 @@ export class Metrics {
   }
 
   private async oldestMessageAge(): Promise<number> {
-    let ids: string[];
-    try {
-      ids = await this.deps.spool.ids();
-    } catch {
-      return 0;
-    }
-    // Ids sort by arrival: the smallest is the oldest (a scan, not a sort, on every scrape).
-    let oldest: string | undefined;
-    for (const id of ids) if (oldest === undefined || id < oldest) oldest = id;
-    if (oldest === undefined) return 0;
-    const entry = await this.deps.spool.read(oldest).catch(() => undefined);
-    const since = entry?.createdAt ?? queueIdTime(oldest);
-    return since === undefined ? 0 : Math.max(0, (Date.now() - since) / 1000);
+    return (await this.deps.spool.oldestAgeMs()) / 1000;
   }
 
   /** What /healthz answers: ok only while every listener is up and the spool is writable. */

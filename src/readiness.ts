@@ -19,7 +19,6 @@ import type { Courier } from './delivery/courier.js';
 import type { UpstreamEvent } from './delivery/upstream-client.js';
 import type { Logger } from './log.js';
 import type { AttemptEvent, DeliveryQueue } from './queue/delivery-queue.js';
-import { queueIdTime } from './spool/entry.js';
 import type { Spool } from './spool/spool.js';
 
 export interface Readiness {
@@ -146,18 +145,6 @@ export class ReadinessCheck {
 
   /** How long the oldest queued message has waited (0 when the queue is empty), in ms. */
   private async oldestAge(): Promise<number> {
-    let ids: string[];
-    try {
-      ids = await this.deps.spool.ids();
-    } catch {
-      return 0;
-    }
-    // Ids sort by arrival: the smallest is the oldest.
-    let oldest: string | undefined;
-    for (const id of ids) if (oldest === undefined || id < oldest) oldest = id;
-    if (oldest === undefined) return 0;
-    const entry = await this.deps.spool.read(oldest).catch(() => undefined);
-    const since = entry?.createdAt ?? queueIdTime(oldest);
-    return since === undefined ? 0 : Math.max(0, Date.now() - since);
+    return await this.deps.spool.oldestAgeMs();
   }
 }

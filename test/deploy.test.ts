@@ -166,7 +166,7 @@ test('kubernetes: every manifest parses and the kustomization lists exactly them
     str(r, `kustomization.resources[${i}]`),
   );
   // Opt-in manifests, kept out of the default kustomization: they need CRDs a plain cluster lacks.
-  const optIn = new Set(['servicemonitor.yaml']);
+  const optIn = new Set(['servicemonitor.yaml', 'poddisruptionbudget.yaml', 'networkpolicy.yaml']);
   const manifestFiles = files.filter((f) => f !== 'kustomization.yaml' && !optIn.has(f));
   assert.deepEqual([...resources].sort(), manifestFiles, 'kustomization resources = the manifest files');
   const images = arr(kustomization.images ?? [], 'kustomization.images').map((img, i) =>

@@ -297,16 +297,13 @@ export function queueCommand(): Command {
     );
   });
 
-  withConfigOption(
-    cmd
-      .command('requeue')
-      .description('put dead letters back in the queue, their failed recipients pending again')
-      .argument('<ids...>', 'dead letter ids (see queue failed)'),
-    '  smarthost queue requeue 0MI3B2X1A3F4E5D6C7B',
-  ).action(async (ids: string[], opts: { config?: string }) => {
-    const result = (await run(opts.config, 'queue.requeue', { ids }, (a) => a.requeue(ids))) as IdsResult;
-    report('requeued', result);
-  });
+  selectCommand(
+    cmd,
+    'requeue',
+    'put dead letters back in the queue, their failed recipients pending again',
+    { done: () => 'requeued', would: 'requeued' },
+    "  smarthost queue requeue 0MI3B2X1A3F4E5D6C7B\n  smarthost queue requeue --to '*@example.com' --older-than 1d --yes",
+  );
 
   return cmd;
 }

@@ -30,6 +30,7 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   'queue.maxAge': 'live',
   'queue.retry': 'live',
   'queue.concurrency': 'live',
+  'queue.deadLetterMaxAge': 'live',
   // The retention sweeper reads these at each sweep (hourly).
   retention: 'live',
   // The policy engine is rebuilt on reload (its counters carry over).

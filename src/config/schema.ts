@@ -327,6 +327,8 @@ export const configSchema = z
         retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '30m', '1h', '2h', '4h']),
         /** Deliveries in flight at once, over all upstreams. */
         concurrency: z.number().int().min(1).max(1000).default(20),
+        /** Another name for retention.failed (the one postqueue users look for here). */
+        deadLetterMaxAge: retentionAge.optional(),
       })
       .prefault({}),
     /** Dead letters and captured messages are removed after this long (retention.ts). */
@@ -430,7 +432,13 @@ export const configSchema = z
       }
       seen.add(entry.name);
     }
-  });
+  })
+  // queue.deadLetterMaxAge, when given, is retention.failed.
+  .transform((config) =>
+    config.queue.deadLetterMaxAge === undefined
+      ? config
+      : { ...config, retention: { ...config.retention, failed: config.queue.deadLetterMaxAge } },
+  );
 
 export type RawConfig = z.output<typeof configSchema>;
 export type { Rate } from './units.js';

@@ -26,7 +26,7 @@ function selection(args: Record<string, unknown>): Selection {
   return out;
 }
 
-const ACTIONS: readonly Action[] = ['list', 'retry', 'delete', 'hold', 'release'];
+const ACTIONS: readonly Action[] = ['list', 'retry', 'delete', 'hold', 'release', 'requeue'];
 
 export function registerRelayHandlers(
   server: ControlServer,
@@ -46,7 +46,7 @@ export function registerRelayHandlers(
   server.registerHandler('queue.hold', (args) => admin.hold(selection(args)));
   server.registerHandler('queue.release', (args) => admin.release(selection(args)));
   server.registerHandler('queue.failed', () => admin.failed());
-  server.registerHandler('queue.requeue', (args) => admin.requeue(idList(args)));
+  server.registerHandler('queue.requeue', (args) => admin.requeue(selection(args)));
 }
 
 /**

@@ -55,7 +55,7 @@ export interface Selection {
   filter?: QueueFilter;
 }
 
-export type Action = 'list' | 'retry' | 'delete' | 'hold' | 'release';
+export type Action = 'list' | 'retry' | 'delete' | 'hold' | 'release' | 'requeue';
 
 /** Where each action looks when not given ids (`--state failed` adds the dead letters to list and delete). */
 const REACH: Record<Action, Place[]> = {
@@ -64,6 +64,7 @@ const REACH: Record<Action, Place[]> = {
   delete: ['queue', 'held'],
   hold: ['queue'],
   release: ['held'],
+  requeue: ['failed'],
 };
 
 interface Found {
@@ -293,10 +294,11 @@ export class QueueAdmin {
   }
 
   /** Puts dead letters back in the queue, their failed recipients pending again. */
-  async requeue(ids: string[]): Promise<IdsResult> {
+  async requeue(selection: Selection | string[]): Promise<IdsResult> {
     const done: string[] = [];
     const missing: string[] = [];
-    for (const id of ids.map(checkId)) {
+    const chosen = Array.isArray(selection) ? { ids: selection } : selection;
+    for (const id of (await this.select('requeue', chosen)).ids) {
       const entry = await this.spool.requeue(id);
       if (!entry) {
         missing.push(id);

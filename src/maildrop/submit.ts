@@ -8,6 +8,7 @@ import type { PolicyEngine } from '../policy/engine.js';
 import { planSender } from '../rewrite/sender.js';
 import { SmtpError } from '../smtp/errors.js';
 import { receiveMessage } from '../smtp/receive.js';
+import { logAccepted } from '../smtp/data.js';
 import { newQueueId, type QueueEntry } from '../spool/entry.js';
 import type { Spool } from '../spool/spool.js';
 
@@ -77,24 +78,6 @@ export async function submitLocal(
     },
     spool,
   );
-  log.info('accepted', {
-    id: entry.id,
-    event: 'accepted',
-    client: 'local',
-    source: source.name,
-    uid: message.uid,
-    from: entry.from,
-    recipients: entry.recipients.length,
-    size: entry.size,
-  });
-  if (sender.envelopeRewritten || sender.headerChanges.length) {
-    log.info('sender rewritten', {
-      id: entry.id,
-      event: 'sender_rewritten',
-      source: source.name,
-      envelope: sender.envelopeRewritten ? { from: message.from, to: sender.from } : undefined,
-      headers: sender.headerChanges.length ? sender.headerChanges : undefined,
-    });
-  }
+  logAccepted(log, entry, { source, sender, originalFrom: message.from }, { uid: message.uid });
   return entry;
 }

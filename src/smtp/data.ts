@@ -55,14 +55,20 @@ export async function receiveData(
   }
 }
 
-/** The log lines of an accepted message. */
-export function logAccepted(log: Logger, entry: QueueEntry, plan: ReceivePlan): void {
+/** The log lines of an accepted message (SMTP, or a script's through sendmail: `extra` says who). */
+export function logAccepted(
+  log: Logger,
+  entry: QueueEntry,
+  plan: Pick<ReceivePlan, 'source' | 'sender' | 'originalFrom'>,
+  extra: { uid?: number } = {},
+): void {
   const { source, sender } = plan;
   log.info('accepted', {
     id: entry.id,
     event: 'accepted',
     client: entry.client.address,
     source: source.name,
+    ...extra,
     from: entry.from,
     recipients: entry.recipients.length,
     size: entry.size,

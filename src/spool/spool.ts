@@ -32,7 +32,7 @@ import {
   writeAll,
   writeFileDurably,
 } from './fsync.js';
-import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
+import { QUEUE_ID_PATTERN, queueIdTime, type QueueEntry } from './entry.js';
 import { HoldFolder } from './hold.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
@@ -274,6 +274,26 @@ export class Spool {
    */
   async hold(id: string): Promise<boolean> {
     return this.held.hold(id);
+  }
+
+  /**
+   * How long the oldest queued message has waited, in ms (0 when the queue is empty or cannot
+   * be read). Held messages are not in the queue folder, so they do not count.
+   */
+  async oldestAgeMs(now = Date.now()): Promise<number> {
+    let ids: string[];
+    try {
+      ids = await this.ids();
+    } catch {
+      return 0;
+    }
+    // Ids sort by arrival: the smallest is the oldest (a scan, not a sort: this runs per scrape).
+    let oldest: string | undefined;
+    for (const id of ids) if (oldest === undefined || id < oldest) oldest = id;
+    if (oldest === undefined) return 0;
+    const entry = await this.read(oldest).catch(() => undefined);
+    const since = entry?.createdAt ?? queueIdTime(oldest);
+    return since === undefined ? 0 : Math.max(0, now - since);
   }
 
   /** Ids of all queued messages, oldest first (ids sort by arrival time). */

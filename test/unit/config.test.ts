@@ -30,6 +30,17 @@ function problems(input: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): 
 }
 
 describe('config defaults', () => {
+  test('retention: 30d for dead letters, 7d for the outbox; queue.deadLetterMaxAge is retention.failed', () => {
+    const day = 24 * 3600_000;
+    assert.deepEqual(parse({}).retention, { failed: 30 * day, outbox: 7 * day });
+    assert.equal(parse({ queue: { deadLetterMaxAge: '2d' } }).retention.failed, 2 * day);
+    assert.equal(
+      parse({ queue: { deadLetterMaxAge: 'off' }, retention: { failed: '9d' } }).retention.failed,
+      0,
+    );
+    assert.match(problems({ queue: { deadLetterMaxAge: 'soon' } }), /deadLetterMaxAge/);
+  });
+
   test('an empty config: 127.0.0.1:2525, this machine only, ./data, capture mode', () => {
     const config = parse({}, {}, '/srv/relay');
     assert.deepEqual(

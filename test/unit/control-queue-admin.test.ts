@@ -111,6 +111,18 @@ describe('queue admin', () => {
     await assert.rejects(admin.show(ids[1]!), ControlRefusal);
     assert.match((await admin.show(ids[0]!)).headers, /^Subject: m0$/);
   });
+
+  test('requeue by filter or --all reaches the dead letters only', async () => {
+    const { spool, ids } = await spoolWith(3);
+    for (const id of ids.slice(0, 2)) await spool.moveToFailed((await spool.read(id))!, '550 no such user');
+    const admin = new QueueAdmin(spool, fakeQueue(new Set()));
+    // The third message is queued, not dead: --all leaves it alone.
+    assert.deepEqual((await admin.match('requeue', { all: true })).sort(), ids.slice(0, 2).sort());
+    const done = await admin.requeue({ filter: { from: 'nobody-matches@*' } });
+    assert.deepEqual(done.done, []);
+    assert.deepEqual((await admin.requeue({ all: true })).done.sort(), ids.slice(0, 2).sort());
+    assert.deepEqual(await admin.failed(), []);
+  });
 });
 
 describe('control socket', () => {

@@ -109,6 +109,7 @@ test("the README's metrics table lists exactly the smarthost_* metrics the relay
     dir: '/nonexistent',
     queueDir: '/nonexistent',
     isWritable: async () => false,
+    oldestAgeMs: async () => 0,
   } as unknown as Spool;
   const queue = Object.assign(new EventEmitter(), { depth: 0, active: 0 }) as unknown as DeliveryQueue;
   const metrics = new Metrics({

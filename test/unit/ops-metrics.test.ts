@@ -24,6 +24,7 @@ function fakeSpool(writable: () => boolean): Spool {
     queueDir,
     isWritable: async () => writable(),
     read: async () => undefined,
+    oldestAgeMs: async () => 0,
   } as unknown as Spool;
 }
 
