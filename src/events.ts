@@ -91,6 +91,11 @@ export const EVENTS = {
   watch_error: { level: 'warn', when: 'the config file cannot be watched' },
   control_error: { level: 'error', when: 'the control socket failed' },
   metrics_error: { level: 'error', when: 'the metrics listener failed' },
+  // cluster mode (src/cluster/); smarthost_cluster_degraded is not named as their metric: it
+  // exists only in cluster mode, and the monitoring test scrapes a relay without Redis.
+  cluster_connected: { level: 'info', when: 'cluster mode: limits are shared through Redis' },
+  cluster_degraded: { level: 'warn', when: 'Redis unavailable or slow: this relay uses its own limits (logged once)' },
+  cluster_restored: { level: 'info', when: 'Redis is back: limits are shared again' },
 } as const satisfies Record<string, EventSpec>;
 
 export type EventName = keyof typeof EVENTS;

@@ -1,5 +1,8 @@
-// The relay, composed by hand: config → logger → spool → courier → queue → listeners.
-// No registry and no globals: everything a test must replace is passed in here.
+// The relay, composed by hand (the composition root): config → logger → spool → courier → queue
+// → listeners, the control socket, metrics, certificates, readiness, retention, the maildrop
+// pickup and the cluster client. The constructor only builds
+// them (no file, socket or connection is opened); start() and stop() run them in one fixed
+// order (parts() below). No registry and no globals: everything a test must replace is passed in here.
 import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
@@ -8,16 +11,20 @@ import { ThreadedCourier } from './delivery/courier-thread.js';
 import { courierSettings } from './config/reload-table.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
-import { PolicyEngine } from './policy/engine.js';
+import { PolicyEngine, PolicyState } from './policy/engine.js';
 import { DeliveryQueue } from './queue/delivery-queue.js';
 import { Listener } from './smtp/listener.js';
 import { ListenerCertificates, type CertificateReload } from './smtp/cert-reload.js';
 import { ReadinessCheck } from './readiness.js';
 import { Spool, type QueuedMessage } from './spool/spool.js';
+import { SpoolLock } from './spool/lock.js';
+import { Lifecycle, type Part } from './lifecycle.js';
 import { formatDuration } from './config/units.js';
 import { statsHandler, TrafficStats } from './stats/traffic.js';
 import { ControlServer } from './control/server.js';
 import { registerRelayHandlers } from './control/handlers.js';
+import { Cluster } from './cluster/cluster.js';
+import { LocalLimits } from './cluster/limits.js';
 import { RetentionSweeper } from './spool/retention.js';
 import { ControlRefusal } from './control/protocol.js';
 import { Pickup } from './maildrop/pickup.js';
@@ -48,12 +55,20 @@ export class Relay {
   /** Couriers replaced by a reload, closed once the attempts that may use them have ended. */
   private readonly retiring = new Map<Courier, Promise<void>>();
   private started = false;
+  /** Messages found in the spool at start (for the `started` line). */
+  private resumed = 0;
+  /** Two relays never share one spool (spool/lock.ts). */
+  private readonly spoolLock: SpoolLock;
+  /** Starts and stops the parts in one fixed order (see parts()). */
+  private readonly lifecycle: Lifecycle;
   /** Per-source traffic of the last 24 h, for `smarthost stats`. */
   readonly traffic = new TrafficStats();
   /** Prometheus metrics and /healthz; only when `metrics:` is in the config. */
   readonly metrics: Metrics | undefined;
   /** The admin CLI's control socket; add commands with `control.registerHandler`. */
   readonly control: ControlServer;
+  /** Cluster mode (`cluster:`): limits, paces and traffic counters shared in Redis. */
+  readonly cluster: Cluster | undefined;
   /** Takes up what `smarthost sendmail` leaves in <spool>/maildrop/. */
   readonly pickup: Pickup;
   private listeners: Listener[] = [];
@@ -70,11 +85,19 @@ export class Relay {
 
   constructor(private readonly options: RelayOptions) {
     const { config, log } = options;
+    this.cluster = config.cluster
+      ? new Cluster(config.cluster, log, { queued: () => this.queue.depth })
+      : undefined;
+    // Cluster mode: the rates and failed logins are counted in Redis, the local counters answer
+    // when it cannot (both carried over reloads by the engine).
+    const state = new PolicyState();
+    const limits = this.cluster?.limits(new LocalLimits(state));
     this.current = {
       config,
-      policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit }),
+      policy: new PolicyEngine(config, { upstreamSizeLimit: this.upstreamSizeLimit, state, limits }),
     };
     this.spool = new Spool(config.spool.dir);
+    this.spoolLock = new SpoolLock(config.spool.dir);
     this.currentCourier = options.courier ?? this.buildCourier(config);
     this.courierFingerprint = courierSettings(config);
     const bouncer = new Bouncer(this.spool, () => this.current.config, log);
@@ -115,7 +138,10 @@ export class Relay {
       if (!DROP_NAME.test(name)) throw new ControlRefusal('pickup: expected the name of a maildrop file');
       return this.pickup.take(name);
     });
-    this.control.registerHandler('stats', statsHandler(this.traffic));
+    this.control.registerHandler('stats', statsHandler(this.traffic, this.cluster?.traffic));
+    this.control.registerHandler('cluster.status', async () =>
+      this.cluster ? await this.cluster.status() : { configured: false },
+    );
     this.readiness = new ReadinessCheck({
       spool: this.spool,
       queue: this.queue,
@@ -134,7 +160,11 @@ export class Relay {
         isShuttingDown: () => this.shuttingDown,
         processMetrics: true,
       });
+      this.cluster?.registerMetrics(this.metrics.registry);
     }
+    this.lifecycle = new Lifecycle(this.parts(), (part, err) =>
+      log.error(`error while stopping the ${part.name}: ${err.message}`, { event: 'stop_failed' }),
+    );
   }
 
   /** A message is safely on disk (from a listener or the maildrop): to the queue, and counted. */
@@ -143,6 +173,7 @@ export class Relay {
     // The item carries a small body: its first attempt need not read the file back.
     this.queue.enqueue(queued);
     this.traffic.accepted(entry.source, entry.recipients.length, entry.size);
+    this.cluster?.traffic.accepted(entry.source, entry.recipients.length, entry.size);
     this.metrics?.messageAccepted(entry);
   }
 
@@ -161,8 +192,13 @@ export class Relay {
 
   private buildCourier(config: Config): Courier {
     // The EHLO name stays the one from the start: `hostname` takes effect only after a restart.
+    const cluster = this.cluster;
     return config.upstreams.length
-      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, { log: this.options.log })
+      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, {
+          log: this.options.log,
+          // Cluster mode: each upstream's pace is shared by all relays (src/cluster/pace.ts).
+          sharedPace: cluster && ((upstream) => cluster.pace(upstream)),
+        })
       : new OutboxCourier(this.spool.outboxDir);
   }
 
@@ -244,8 +280,115 @@ export class Relay {
     return this.options.log;
   }
 
+  /**
+   * The parts in the order they start; they stop in the reverse order (lifecycle.ts). The spool
+   * lock comes first: nothing touches a spool another relay holds. Redis is not waited for (the
+   * relay runs on local limits until it answers). Delivery is ready before the listeners take
+   * mail (retention and the maildrop pickup start once the queue runs); the certificate watch
+   * follows the listeners, the control socket opens next, and the readiness checks (/readyz)
+   * start last and stop first.
+   */
+  private parts(): Part[] {
+    const { config, log } = this.options;
+    return [
+      { name: 'spool lock', start: () => this.spoolLock.acquire(), stop: () => this.spoolLock.release() },
+      { name: 'spool', start: () => this.initSpool(), stop: () => undefined },
+      { name: 'cluster', start: () => this.cluster?.start(), stop: () => this.cluster?.stop() },
+      {
+        name: 'metrics',
+        start: async () => {
+          if (!this.metrics || !config.metrics) return;
+          await this.metrics.listen(config.metrics.host, config.metrics.port);
+          log.info(
+            `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz, readiness: /readyz)`,
+            {
+              event: 'metrics_listening',
+              host: config.metrics.host,
+              port: config.metrics.port,
+            },
+          );
+        },
+        stop: () => this.metrics?.close(),
+      },
+      {
+        name: 'courier',
+        start: () => {
+          this.started = true;
+          this.metrics?.ops.useCourier(
+            this.currentCourier,
+            config.upstreams.map((u) => u.name),
+          );
+          this.startCourier(this.currentCourier);
+        },
+        stop: async () => {
+          await this.currentCourier.close();
+          await Promise.all(this.retiring.values());
+        },
+      },
+      {
+        name: 'queue',
+        start: async () => {
+          this.resumed = await this.queue.start();
+        },
+        stop: async () => {
+          // Messages only waiting for an upstream's pace give up their turn (they stay queued).
+          this.currentCourier.stopping?.();
+          for (const old of this.retiring.keys()) old.stopping?.();
+          await this.queue.stop();
+        },
+      },
+      { name: 'retention sweeper', start: () => this.retention.start(), stop: () => this.retention.stop() },
+      // After the queue: what sendmail left while the relay was down goes out now.
+      { name: 'maildrop pickup', start: () => this.pickup.start(), stop: () => this.pickup.stop() },
+      {
+        name: 'listeners',
+        start: () => this.startListeners(),
+        stop: () => Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace))),
+      },
+      {
+        name: 'certificate watch',
+        start: () => {
+          if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
+        },
+        stop: () => this.certs.close(),
+      },
+      {
+        name: 'control socket',
+        start: () =>
+          this.control.listen().catch((err: Error) =>
+            log.error(
+              `no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`,
+              {
+                event: 'control_failed',
+              },
+            ),
+          ),
+        stop: () => this.control.close(),
+      },
+      {
+        name: 'readiness checks',
+        // They serve /readyz: without a metrics listener nobody asks, so no ESP is probed.
+        start: () => {
+          if (this.metrics) this.readiness.start();
+        },
+        stop: () => this.readiness.stop(),
+      },
+    ];
+  }
+
   async start(): Promise<void> {
     const { config, log } = this.options;
+    await this.lifecycle.start();
+    log.info(`smarthost started (config: ${config.source})`, {
+      event: 'started',
+      queued: this.resumed,
+      spool: config.spool.dir,
+      maxAge: formatDuration(config.queue.maxAge),
+    });
+  }
+
+  private async initSpool(): Promise<void> {
+    const { log } = this.options;
     const { tightened, ...swept } = await this.spool.init();
     for (const { dir, was } of tightened) {
       log.warn(`spool folder ${dir} was mode ${was}, open to other users: tightened to 0700`, {
@@ -257,6 +400,10 @@ export class Relay {
     if (swept.tmpFiles || swept.orphanBodies || swept.interruptedMoves || swept.reunited) {
       log.info('swept leftovers of an interrupted run', { event: 'spool_swept', ...swept });
     }
+  }
+
+  private async startListeners(): Promise<void> {
+    const { config, log } = this.options;
     const keyPair = await this.certs.load(config);
     const policy = this.current.policy;
     for (const listen of config.listen) {
@@ -270,6 +417,7 @@ export class Relay {
           accepted: (queued) => this.accepted(queued),
           refused: (reason, client, source) => {
             this.traffic.refused(reason, client, source);
+            this.cluster?.traffic.refused(reason, client, source);
             this.metrics?.refused(reason, client, source);
           },
           isShuttingDown: () => this.shuttingDown,
@@ -297,41 +445,6 @@ export class Relay {
         port: listen.port,
       });
     }
-    if (config.tls?.watch) this.certs.watch(() => this.current.config.tls);
-    const resumed = await this.queue.start();
-    this.retention.start();
-    // After the queue: what sendmail left while the relay was down goes out now.
-    await this.pickup.start();
-    await this.control.listen().catch((err: Error) =>
-      log.error(`no control socket, the queue commands of the CLI cannot reach this relay: ${err.message}`, {
-        event: 'control_failed',
-      }),
-    );
-    if (this.metrics && config.metrics) {
-      await this.metrics.listen(config.metrics.host, config.metrics.port);
-      log.info(
-        `metrics on http://${config.metrics.host}:${config.metrics.port}/metrics (health: /healthz, readiness: /readyz)`,
-        {
-          event: 'metrics_listening',
-          host: config.metrics.host,
-          port: config.metrics.port,
-        },
-      );
-    }
-    this.started = true;
-    this.metrics?.ops.useCourier(
-      this.currentCourier,
-      config.upstreams.map((u) => u.name),
-    );
-    this.startCourier(this.currentCourier);
-    // The checks serve /readyz: without a metrics listener nobody asks, so no ESP is probed.
-    if (this.metrics) this.readiness.start();
-    log.info(`smarthost started (config: ${config.source})`, {
-      event: 'started',
-      queued: resumed,
-      spool: config.spool.dir,
-      maxAge: formatDuration(config.queue.maxAge),
-    });
   }
 
   /**
@@ -381,19 +494,7 @@ export class Relay {
     log.info('shutting down: no new connections, finishing open sessions and deliveries', {
       event: 'stopping',
     });
-    await this.control.close();
-    this.certs.close();
-    this.readiness.stop();
-    await Promise.all(this.listeners.map((l) => l.close(this.current.config.shutdown.grace)));
-    await this.pickup.stop();
-    // Messages only waiting for an upstream's pace give up their turn (they stay queued).
-    this.currentCourier.stopping?.();
-    for (const old of this.retiring.keys()) old.stopping?.();
-    await this.queue.stop();
-    await this.retention.stop();
-    await this.currentCourier.close();
-    await Promise.all(this.retiring.values());
-    await this.metrics?.close();
+    await this.lifecycle.stop();
     log.info('stopped', { event: 'stopped' });
   }
 }

@@ -780,3 +780,38 @@ test('systemd: systemd-analyze verify accepts the unit', (t) => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('kubernetes/cluster: two replicas, the base config plus cluster: pointing at the Redis Service', () => {
+  const dir = path.join(k8sDir, 'cluster');
+  const kustomization = obj(
+    parseYaml(readFileSync(path.join(dir, 'kustomization.yaml'), 'utf8')),
+    'kustomization',
+  );
+  const resources = arr(kustomization.resources, 'resources').map((r) => str(r, 'resource'));
+  assert.ok(resources.includes('..'), 'builds on the base');
+  for (const file of resources.filter((r) => r !== '..')) assert.ok(existsSync(path.join(dir, file)), file);
+  const patches = JSON.stringify(kustomization.patches);
+  assert.match(patches, /\/spec\/replicas/);
+  assert.match(patches, /value: 2/);
+  // The overlay's config: the base's, unchanged, plus `cluster:`, and valid for the schema.
+  const configMapText = (file: string) => {
+    const doc = obj(parseYaml(readFileSync(file, 'utf8')), file);
+    return str(obj(doc.data, `${file}.data`)['smarthost.yml'], `${file} smarthost.yml`);
+  };
+  const base = parseYaml(configMapText(path.join(k8sDir, 'configmap.yaml'))) as Obj;
+  const overlay = parseYaml(configMapText(path.join(dir, 'cluster-config.yaml'))) as Obj;
+  const { cluster, ...rest } = overlay;
+  assert.deepEqual(rest, base, 'cluster-config.yaml repeats configmap.yaml (keep them in step)');
+  const parsed = configSchema.safeParse(overlay);
+  assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+  const redisUrl = new URL(str(obj(cluster, 'cluster').redis, 'cluster.redis'));
+  const services = parseAllDocuments(readFileSync(path.join(dir, 'redis.yaml'), 'utf8'))
+    .map((d) => d.toJS() as Obj)
+    .filter((d) => d.kind === 'Service');
+  const service = services.find((s) => at(s, 'metadata.name', 'Service') === redisUrl.hostname);
+  assert.ok(service, `a Service named ${redisUrl.hostname} in redis.yaml`);
+  const ports = arr(at(service, 'spec.ports', 'Service'), 'ports').map((p) =>
+    num(obj(p, 'port').port, 'port'),
+  );
+  assert.ok(ports.includes(Number(redisUrl.port || 6379)), 'the Service serves the port of cluster.redis');
+});

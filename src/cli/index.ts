@@ -11,6 +11,7 @@ import { upstreamCommand } from './upstream.js';
 import { userCommand } from './user.js';
 import { startCommand } from './start.js';
 import { statsCommand } from './stats.js';
+import { clusterCommand } from './cluster.js';
 import { quietOnClosedPipes } from './pipes.js';
 import { describeFsError, isFsError, verbOf } from './fs-errors.js';
 
@@ -45,6 +46,7 @@ program.addCommand(queueCommand());
 program.addCommand(upstreamCommand());
 program.addCommand(sendTestCommand());
 program.addCommand(reloadCommand());
+program.addCommand(clusterCommand());
 // Listed for --help only: bin/smarthost.js runs `smarthost sendmail …` before commander sees it.
 program
   .command('sendmail')

@@ -110,7 +110,7 @@ async function send(args: SendmailArgs, stdin: AsyncIterable<Buffer>): Promise<n
   // The relay's own checks, made here first when the config is readable: a refusal now is an
   // exit code the script sees, not a message that waits in maildrop for nothing.
   const policy = target.config ? new PolicyEngine(target.config) : undefined;
-  if (policy) precheck(() => checkLocalEnvelope(policy, { from: sender, recipients, size: 0 }));
+  if (policy) await precheck(() => checkLocalEnvelope(policy, { from: sender, recipients, size: 0 }));
 
   const dir = await prepareMaildrop(target.spoolDir);
   const header = outgoingHeader(message.fields, sender, args.fullName);
@@ -169,9 +169,9 @@ async function handOver(socket: string, name: string, verbose: boolean): Promise
   return EX.OK;
 }
 
-function precheck(check: () => void): void {
+async function precheck(check: () => Promise<void>): Promise<void> {
   try {
-    check();
+    await check();
   } catch (err) {
     if (err instanceof SmtpError && !err.temporary) throw refusal(err);
     // A rate limit now is no reason to refuse: the relay keeps the file until it may send it.

@@ -13,6 +13,7 @@ interface StatsOptions {
   since: string;
   json?: boolean;
   limit: string;
+  cluster?: boolean;
 }
 
 /** 1536 → "1.5KB", as the config writes sizes. */
@@ -113,7 +114,8 @@ async function run(opts: StatsOptions): Promise<void> {
   const socket = controlSocketPath(findConfigFile(opts.config));
   let report: TrafficReport;
   try {
-    report = (await controlRequest(socket, 'stats', { since: opts.since, limit }, 15_000)) as TrafficReport;
+    const args = { since: opts.since, limit, ...(opts.cluster ? { cluster: true } : {}) };
+    report = (await controlRequest(socket, 'stats', args, 15_000)) as TrafficReport;
   } catch (err) {
     if (err instanceof RelayNotRunning || err instanceof ControlError) {
       process.stderr.write(`smarthost stats: ${err.message}\n`);
@@ -123,7 +125,10 @@ async function run(opts: StatsOptions): Promise<void> {
     throw err;
   }
   if (opts.json) printJson(report);
-  else printReport(report, opts.since);
+  else {
+    if (opts.cluster) say('All relays of the cluster (shared counts in Redis):');
+    printReport(report, opts.since);
+  }
 }
 
 export function statsCommand(): Command {
@@ -133,6 +138,10 @@ export function statsCommand(): Command {
     .option('--since <duration>', 'how far back: 15m, 1h, 24h (the relay keeps 24h)', '1h')
     .option('--limit <n>', 'rows per table', '10')
     .option('--json', 'print JSON instead of tables')
-    .addHelpText('after', '\nExamples:\n  smarthost stats\n  smarthost stats --since 24h --json')
+    .option('--cluster', "cluster mode: the counts of all relays sharing this one's Redis")
+    .addHelpText(
+      'after',
+      '\nExamples:\n  smarthost stats\n  smarthost stats --since 24h --json\n  smarthost stats --cluster',
+    )
     .action(run);
 }

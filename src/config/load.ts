@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type RawConfig, type UpstreamConfig, type Policy } from './schema.js';
+import { resolveCluster, type ClusterSettings } from '../cluster/settings.js';
 import { resolveOAuth2, type OAuth2Settings } from '../upstream/oauth-config.js';
 import { readOrReport } from './files.js';
 import { deepFreeze, isSecretKey, redacted, Secret } from './secret.js';
@@ -27,7 +28,14 @@ export interface Upstream extends Omit<UpstreamConfig, 'passFile' | 'name' | 'au
 export type { OAuth2Settings };
 export { Secret };
 
-export interface Config extends Omit<RawConfig, 'upstream' | 'upstreams' | 'hostname' | 'control'> {
+export type { ClusterSettings };
+
+export interface Config extends Omit<
+  RawConfig,
+  'upstream' | 'upstreams' | 'hostname' | 'control' | 'cluster'
+> {
+  /** Cluster mode (src/cluster/): the Redis URL with its password taken out into a Secret. */
+  cluster?: ClusterSettings;
   hostname: string;
   /** Empty in capture mode. */
   upstreams: Upstream[];
@@ -156,7 +164,11 @@ function describeIssues(issues: z.core.$ZodIssue[], raw: unknown): string[] {
 /** The value found, for an error line: secrets inside it masked, a long one cut short. */
 function shownValue(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const text = JSON.stringify(redacted(value)) ?? String(value);
+  // A URL's password (redis://user:pass@host) is masked too.
+  const text = (JSON.stringify(redacted(value)) ?? String(value)).replace(
+    /(:\/\/[^:@/\s"]*:)[^@/\s"]*@/g,
+    '$1***@',
+  );
   return text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text;
 }
 
@@ -201,6 +213,7 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
       name: name ?? `${rest.host}:${rest.port}`,
     };
   });
+  const cluster = data.cluster ? resolveCluster(data.cluster, resolvePath, problems) : undefined;
   if (problems.length) throw new ConfigError(options.source, problems);
   const spoolDir = resolvePath(data.spool.dir);
   const { upstream: _u, upstreams: _us, ...rest } = data;
@@ -208,6 +221,7 @@ function normalise(data: RawConfig, options: ParseOptions): Config {
     ...rest,
     hostname: data.hostname ?? osHostname(),
     upstreams,
+    cluster,
     spool: { dir: spoolDir },
     tls: data.tls
       ? { cert: resolvePath(data.tls.cert), key: resolvePath(data.tls.key), watch: data.tls.watch }

@@ -62,6 +62,8 @@ export const RELOAD_TABLE: Readonly<Record<string, ReloadEffect>> = {
   health: 'live',
   // smtp-server's close timeout is set when the listener starts.
   'shutdown.grace': 'restart',
+  // The Redis client and its key prefix are set up at start (src/cluster/).
+  cluster: 'restart',
 };
 
 /** Where the config came from, not what it says: never a change. */

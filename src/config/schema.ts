@@ -274,6 +274,33 @@ const upstream = z
     }
   });
 
+/**
+ * Cluster mode (src/cluster/): rate limits, login lockouts, upstream pace and traffic counters
+ * shared in Redis by every relay with the same `redis` and `name`. Absent: all per node.
+ */
+const cluster = z
+  .strictObject({
+    /** redis://[user:pass@]host:6379/0 or rediss://… (TLS). */
+    redis: z
+      .string()
+      .regex(/^rediss?:\/\/[^\s]+$/, 'expected a URL such as redis://redis.internal:6379/0 or rediss://…'),
+    /** Key prefix: relays with the same Redis and name share their limits. */
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a name of letters, digits, ".", "_" or "-"')
+      .default('smarthost'),
+    /** A file holding the Redis password (instead of one in the URL). */
+    passwordFile: z.string().min(1).optional(),
+    /** A PEM file of CA certificates to trust for rediss://. */
+    ca: z.string().min(1).optional(),
+    /** Sentinel addresses: `redis`'s host is then ignored and sentinelName is asked for the master. */
+    sentinels: z.array(z.strictObject({ host: z.string().min(1), port: port.default(26379) })).optional(),
+    sentinelName: z.string().min(1).default('mymaster'),
+    /** How long one Redis command may take before this relay falls back to its local limits. */
+    timeout: duration.prefault('100ms'),
+  })
+  .optional();
+
 const levels = ['error', 'warn', 'info', 'debug'] as const;
 
 export const configSchema = z
@@ -376,6 +403,7 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.strictObject({ grace: duration.prefault('30s') }).prefault({}),
+    cluster,
   })
   .superRefine((config, ctx) => {
     if (config.upstream && config.upstreams) {
@@ -420,3 +448,4 @@ export type AllowlistEntry = z.output<typeof allowlistEntry>;
 export type UserEntry = z.output<typeof userEntry>;
 export type ListenerConfig = z.output<typeof listener>;
 export type UpstreamConfig = z.output<typeof upstream>;
+export type ClusterConfig = NonNullable<z.output<typeof cluster>>;

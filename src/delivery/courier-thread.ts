@@ -25,12 +25,15 @@ import { allTemporary, type Courier, type MessageBody, type RecipientResult } fr
 import { describeUpstreams, sizeLimitOf } from './smtp-courier.js';
 import type { UpstreamEvent, UpstreamWithCa } from './upstream-client.js';
 import { carrySecrets, restoreSecrets } from '../config/secret.js';
+import type { PaceRequest, PaceReservation, SharedPace } from '../cluster/pace.js';
 
 /** What the worker is started with. */
 export interface CourierWorkerData {
   /** With their secrets in the form a structured clone keeps (see below). */
   upstreams: UpstreamWithCa[];
   hostname: string;
+  /** Cluster mode: the worker asks this thread for each upstream's shared pace ('pace' messages). */
+  sharedPace?: boolean;
 }
 
 /**
@@ -50,7 +53,11 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 /** Relay → worker: one message, or the sends of one turn of the event loop together. */
 export type ToWorker =
-  { type: 'sends'; sends: SendRequest[] } | { type: 'start' } | { type: 'stopping' } | { type: 'close' };
+  | { type: 'sends'; sends: SendRequest[] }
+  | { type: 'start' }
+  | { type: 'stopping' }
+  | { type: 'close' }
+  | { type: 'pace'; call: number; reservation: PaceReservation | undefined };
 
 export type SendRequest = {
   call: number;
@@ -64,7 +71,8 @@ export type SendRequest = {
 export type FromWorker =
   | { type: 'results'; results: { call: number; results: RecipientResult[] }[] }
   | { type: 'log'; level: LogLevel; message: string; fields: LogFields }
-  | { type: 'upstream'; event: UpstreamEvent };
+  | { type: 'upstream'; event: UpstreamEvent }
+  | { type: 'pace'; call: number; upstream: string; request: PaceRequest };
 
 /** How long a closing worker may take to say QUIT to its ESPs before it is ended. */
 const CLOSE_GRACE_MS = 2_000;
@@ -96,7 +104,11 @@ export class ThreadedCourier extends EventEmitter implements Courier {
   constructor(
     upstreams: Upstream[],
     private readonly hostname: string,
-    private readonly options: { log?: Logger } = {},
+    private readonly options: {
+      log?: Logger;
+      /** Cluster mode: each upstream's pace shared with the other relays (src/cluster/pace.ts). */
+      sharedPace?: (upstream: string) => SharedPace | undefined;
+    } = {},
   ) {
     super();
     // The CA files' text, read once when the config loaded (an unreadable one refuses the config
@@ -115,6 +127,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
         caText: this.caTexts[i],
       })),
       hostname: this.hostname,
+      sharedPace: this.options.sharedPace !== undefined,
     };
     const worker = new Worker(new URL('./courier-worker.js', import.meta.url), { workerData });
     worker.on('message', (message: FromWorker) => this.received(message));
@@ -170,6 +183,16 @@ export class ThreadedCourier extends EventEmitter implements Courier {
           for (const u of this.upstreams) if (u.upstream.name === event.upstream) u.maxSize = event.size;
         }
         this.emit('upstream', event);
+        break;
+      }
+      case 'pace': {
+        // The worker's Pacer asks for a shared reservation; no answer means "local pace alone".
+        const { call, upstream, request } = message;
+        const worker = this.worker;
+        const shared = this.options.sharedPace?.(upstream);
+        void (shared ? shared.reserve(request) : Promise.resolve(undefined)).then((reservation) =>
+          worker?.postMessage({ type: 'pace', call, reservation } satisfies ToWorker),
+        );
         break;
       }
     }

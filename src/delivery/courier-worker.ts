@@ -14,6 +14,7 @@ import {
   type ToWorker,
 } from './courier-thread.js';
 import { SmtpCourier } from './smtp-courier.js';
+import type { PaceReservation, SharedPace } from '../cluster/pace.js';
 
 if (!parentPort) throw new Error('courier-worker.js runs only as a worker thread');
 const port = parentPort;
@@ -26,8 +27,26 @@ function forwardingLogger(): Logger {
   return { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') } as unknown as Logger;
 }
 
-const { upstreams, hostname } = workerData as CourierWorkerData;
-const courier = new SmtpCourier(upstreamsFromRelay(upstreams), hostname, { log: forwardingLogger() });
+const { upstreams, hostname, sharedPace } = workerData as CourierWorkerData;
+
+/** Cluster mode: reservations asked of the relay's thread (which holds the Redis client). */
+const paceCalls = new Map<number, (reservation: PaceReservation | undefined) => void>();
+let nextPaceCall = 1;
+function threadPace(upstream: string): SharedPace {
+  return {
+    reserve: (request) =>
+      new Promise((resolve) => {
+        const call = nextPaceCall++;
+        paceCalls.set(call, resolve);
+        post({ type: 'pace', call, upstream, request });
+      }),
+  };
+}
+
+const courier = new SmtpCourier(upstreamsFromRelay(upstreams), hostname, {
+  log: forwardingLogger(),
+  sharedPace: sharedPace ? threadPace : undefined,
+});
 courier.on('upstream', (event) => post({ type: 'upstream', event }));
 
 /** Results finished in this turn of the loop, sent together (see flush in courier-thread.ts). */
@@ -63,6 +82,10 @@ port.on('message', (message: ToWorker) => {
       break;
     case 'start':
       courier.start();
+      break;
+    case 'pace':
+      paceCalls.get(message.call)?.(message.reservation);
+      paceCalls.delete(message.call);
       break;
     case 'stopping':
       courier.stopping();

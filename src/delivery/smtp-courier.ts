@@ -18,6 +18,7 @@
 import { EventEmitter } from 'node:events';
 import type { Upstream } from '../config/load.js';
 import type { Logger } from '../log.js';
+import type { SharedPace } from '../cluster/pace.js';
 import type { QueueEntry } from '../spool/entry.js';
 import { systemClock, type Clock } from '../upstream/clock.js';
 import { tokenUrlOf } from '../upstream/oauth.js';
@@ -31,6 +32,8 @@ export { routeFor, type RoutedUpstream } from './routes.js';
 export interface SmtpCourierOptions {
   log?: Logger;
   clock?: Clock;
+  /** Cluster mode: each upstream's pace shared with the other relays, by upstream name. */
+  sharedPace?: (upstream: string) => SharedPace | undefined;
 }
 
 /**
@@ -49,7 +52,14 @@ export class SmtpCourier extends EventEmitter implements Courier {
     this.log = options.log;
     const emit = (event: UpstreamEvent) => this.emit('upstream', event);
     this.clients = upstreams.map(
-      (u) => new UpstreamClient(u, { hostname, log: options.log, clock: this.clock, emit }),
+      (u) =>
+        new UpstreamClient(u, {
+          hostname,
+          log: options.log,
+          clock: this.clock,
+          emit,
+          sharedPace: options.sharedPace?.(u.name),
+        }),
     );
     this.description = describeUpstreams(upstreams);
   }

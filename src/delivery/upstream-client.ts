@@ -15,6 +15,7 @@ import { systemClock, type Clock } from '../upstream/clock.js';
 import { UpstreamHealth } from '../upstream/health.js';
 import { TokenCache, tokenFetcher } from '../upstream/oauth.js';
 import { Pacer, PacingAborted, type PaceSlot } from '../upstream/pacer.js';
+import type { SharedPace } from '../cluster/pace.js';
 import { XOAUTH2_METHOD, xoauth2Handler } from '../upstream/xoauth2.js';
 import { allTemporary, type MessageBody, type RecipientResult } from './courier.js';
 import { decide, NOT_SENT, outcomeOfDecision } from './classify.js';
@@ -112,6 +113,8 @@ export interface UpstreamClientDeps {
   log?: Logger;
   clock?: Clock;
   emit?: (event: UpstreamEvent) => void;
+  /** Cluster mode: this upstream's pace shared with the other relays (src/cluster/pace.ts). */
+  sharedPace?: SharedPace;
 }
 
 /** One upstream ESP reached through one pool of connections, with its health, pace and tokens. */
@@ -137,7 +140,10 @@ export class UpstreamClient {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.health = new UpstreamHealth({ initialMs: upstream.backoff.initial, maxMs: upstream.backoff.max });
-    this.pacer = new Pacer(upstream.rateLimit, this.clock, { burst: upstream.burst });
+    this.pacer = new Pacer(upstream.rateLimit, this.clock, {
+      burst: upstream.burst,
+      shared: deps.sharedPace,
+    });
     if (upstream.auth) {
       this.tokens = new TokenCache(tokenFetcher(upstream.auth, { timeoutMs: upstream.timeout }), {
         now: () => this.clock.now(),

@@ -40,11 +40,15 @@ export function localSubmissionOff(): SmtpError {
  * Checks the envelope against the policy of the source `sendmail`, before the message is read.
  * Throws the SmtpError of the first refusal. Takes the rate-limit tokens, as MAIL and RCPT do.
  */
-export function checkLocalEnvelope(policy: PolicyEngine, message: Omit<LocalMessage, 'uid'>): void {
+export async function checkLocalEnvelope(
+  policy: PolicyEngine,
+  message: Omit<LocalMessage, 'uid'>,
+): Promise<void> {
   const source = policy.sources.local;
   if (!source) throw localSubmissionOff();
-  policy.checkSender(source, message.from, message.size);
-  message.recipients.forEach((rcpt, i) => policy.checkRcpt(source, rcpt, i + 1));
+  await policy.checkSender(source, message.from, message.size);
+  // One at a time, in order, as RCPT commands would be (cluster mode: each a Redis round trip).
+  for (const [i, rcpt] of message.recipients.entries()) await policy.checkRcpt(source, rcpt, i + 1);
 }
 
 /** Checks, then streams `body` into the spool. Resolves the queued entry once it is on disk. */
@@ -54,7 +58,7 @@ export async function submitLocal(
   deps: SubmitDeps,
 ): Promise<QueueEntry> {
   const { policy, spool, log } = deps;
-  checkLocalEnvelope(policy, message);
+  await checkLocalEnvelope(policy, message);
   const source = policy.sources.local!;
   const sender = planSender(message.from, source.policy);
   const sizeLimit = policy.messageSizeLimit(source, sender.from);

@@ -15,6 +15,7 @@ import {
   type Clock,
   type ConnectionSlot,
 } from './limits.js';
+import { LocalLimits, type SharedLimits } from '../cluster/limits.js';
 import { SourceResolver, normaliseIp, type Source } from './sources.js';
 import { PolicyTransaction, type SessionFacts } from './transaction.js';
 
@@ -51,11 +52,18 @@ export interface PolicyEngineOptions {
    * absent), as learned from its SIZE; undefined while unknown or unlimited.
    */
   upstreamSizeLimit?: (sender?: string) => number | undefined;
+  /**
+   * Cluster mode: the counted limits (rates, failed logins) asked of Redis (src/cluster/), with
+   * the local counters as fallback. Default: the local counters of `state`.
+   */
+  limits?: SharedLimits;
 }
 
 export class PolicyEngine {
   readonly sources: SourceResolver;
   readonly state: PolicyState;
+  /** Where the rate limits and failed logins are counted (cluster mode: shared; else `state`). */
+  readonly limits: SharedLimits;
   readonly upstreamSizeLimit: ((sender?: string) => number | undefined) | undefined;
   /** The largest size any source may send: what the listeners advertise with SIZE. */
   readonly maxAdvertisedSize: number;
@@ -66,6 +74,7 @@ export class PolicyEngine {
   ) {
     this.sources = new SourceResolver(config);
     this.state = options.state ?? options.previous?.state ?? new PolicyState();
+    this.limits = options.limits ?? options.previous?.limits ?? new LocalLimits(this.state);
     this.upstreamSizeLimit = options.upstreamSizeLimit ?? options.previous?.upstreamSizeLimit;
     // Computed once: the config of an engine never changes (a reload builds a new engine).
     const sizes = [...config.allowlist, ...config.users].map((s) => s.maxMessageSize ?? 0);
@@ -128,43 +137,63 @@ export class PolicyEngine {
   }
 
   /**
-   * Before checking a password: refused while the address or the username is locked out. An
-   * allowlisted address gets 454 and keeps its connection (its mail goes on); a stranger 421.
+   * Before checking a password, from this relay's own counters (openConnection asks it too):
+   * refused while the address or the username is locked out. An allowlisted address gets 454
+   * and keeps its connection (its mail goes on); a stranger 421.
    */
   checkAuthAllowed(ip: string, username?: string): void {
     const address = normaliseIp(ip);
-    const { limits } = this.config;
     const lockedFor = this.state.authFailures.lockedFor(address);
-    if (lockedFor > 0)
+    const userLockedFor =
+      username === undefined ? 0 : this.state.userAuthFailures.lockedFor(userKey(username));
+    this.throwIfLocked(address, { address: lockedFor, user: userLockedFor });
+  }
+
+  /**
+   * At AUTH: as checkAuthAllowed, but asks `limits` (cluster mode: the lockouts shared by all
+   * relays, falling back to the local counters while Redis is degraded).
+   */
+  async checkAuthLockout(ip: string, username?: string): Promise<void> {
+    const address = normaliseIp(ip);
+    const lockouts = await this.limits.lockedFor(
+      address,
+      username === undefined ? undefined : userKey(username),
+    );
+    this.throwIfLocked(address, lockouts);
+  }
+
+  private throwIfLocked(address: string, lockedFor: { address: number; user: number }): void {
+    const { limits } = this.config;
+    if (lockedFor.address > 0)
       throw smtpErrors.authLockedOut(
         address,
-        lockedFor,
+        lockedFor.address,
         limits.maxAuthFailures,
         limits.authFailureWindow,
         this.lockoutCode(address),
       );
-    const userLockedFor =
-      username === undefined ? 0 : this.state.userAuthFailures.lockedFor(userKey(username));
-    if (userLockedFor > 0)
-      throw smtpErrors.userLockedOut(userLockedFor, limits.maxAuthFailures, limits.authFailureWindow);
+    if (lockedFor.user > 0)
+      throw smtpErrors.userLockedOut(lockedFor.user, limits.maxAuthFailures, limits.authFailureWindow);
   }
 
   /**
-   * A failed login, counted for the address and for the username. Returns the lockout error
-   * when this failure locks either out (the caller replies with it and logs it), else undefined.
+   * A failed login, counted for the address and for the username (cluster mode: by all relays).
+   * Returns the lockout error when this failure locks either out (the caller replies with it
+   * and logs it), else undefined.
    */
-  authFailed(ip: string, username?: string): SmtpError | undefined {
+  async authFailed(ip: string, username?: string): Promise<SmtpError | undefined> {
     const address = normaliseIp(ip);
     const { limits } = this.config;
-    const settings = {
-      maxFailures: limits.maxAuthFailures,
-      windowMs: limits.authFailureWindow,
-      lockoutMs: limits.authLockout,
-    };
-    const addressLocked = this.state.authFailures.fail(address, settings);
-    const userLocked =
-      username !== undefined && this.state.userAuthFailures.fail(userKey(username), settings);
-    if (addressLocked)
+    const locked = await this.limits.authFailed(
+      address,
+      username === undefined ? undefined : userKey(username),
+      {
+        maxFailures: limits.maxAuthFailures,
+        windowMs: limits.authFailureWindow,
+        lockoutMs: limits.authLockout,
+      },
+    );
+    if (locked.address)
       return smtpErrors.authLockedOut(
         address,
         limits.authLockout,
@@ -172,7 +201,7 @@ export class PolicyEngine {
         limits.authFailureWindow,
         this.lockoutCode(address),
       );
-    if (userLocked)
+    if (locked.user)
       return smtpErrors.userLockedOut(limits.authLockout, limits.maxAuthFailures, limits.authFailureWindow);
     return undefined;
   }
@@ -189,14 +218,14 @@ export class PolicyEngine {
   }
 
   /** MAIL FROM: who is this, and may it send this, now. Takes a token from the message rate. */
-  checkMail(client: ClientInfo, sender: string, declaredSize?: number): Source {
+  async checkMail(client: ClientInfo, sender: string, declaredSize?: number): Promise<Source> {
     const source = this.sources.resolve(client.ip, client.user);
     if (!source) throw smtpErrors.notAllowed(normaliseIp(client.ip));
     return this.checkSender(source, sender, declaredSize);
   }
 
   /** MAIL FROM for a known source (the listener's, or the local `sendmail`). */
-  checkSender(source: Source, sender: string, declaredSize?: number): Source {
+  async checkSender(source: Source, sender: string, declaredSize?: number): Promise<Source> {
     const problem = routingFormProblem(sender);
     if (problem) throw smtpErrors.badAddress(sender, problem);
     const { policy } = source;
@@ -205,7 +234,8 @@ export class PolicyEngine {
     const limit = this.messageSizeLimit(source, sender);
     if (declaredSize !== undefined && declaredSize > limit) throw this.sizeError(source, limit, sender);
     if (policy.rateLimit) {
-      const result = this.state.messageRate.take(bucketKey(source), policy.rateLimit);
+      // Asynchronous for cluster mode (a Redis round trip); local counters answer at once.
+      const result = await this.limits.take('message', bucketKey(source), policy.rateLimit);
       if (!result.ok)
         throw smtpErrors.rateLimited('message', policy.rateLimit.text, source.name, result.retryInMs);
     }
@@ -216,7 +246,7 @@ export class PolicyEngine {
    * RCPT TO: may this source send to this recipient, as the n-th of the message. `ownMailbox`:
    * the relay's own postmaster (bounces.to), which allowedRecipientDomains does not restrict.
    */
-  checkRcpt(source: Source, recipient: string, count: number, ownMailbox = false): void {
+  async checkRcpt(source: Source, recipient: string, count: number, ownMailbox = false): Promise<void> {
     const problem = routingFormProblem(recipient);
     if (problem) throw smtpErrors.badAddress(recipient, problem);
     const { policy } = source;
@@ -228,7 +258,7 @@ export class PolicyEngine {
         throw smtpErrors.recipientDomainNotAllowed(domain, source.name);
     }
     if (policy.recipientRateLimit) {
-      const result = this.state.recipientRate.take(bucketKey(source), policy.recipientRateLimit);
+      const result = await this.limits.take('recipient', bucketKey(source), policy.recipientRateLimit);
       if (!result.ok)
         throw smtpErrors.rateLimited(
           'recipient',

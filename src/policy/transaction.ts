@@ -58,8 +58,11 @@ export class PolicyTransaction {
     return (this.source ?? this.engine.sources.resolve(this.facts.ip, this.facts.user))?.name;
   }
 
-  /** MAIL FROM: who is sending, and may it send this, now. Throws the refusal. */
-  mail(command: MailCommand): Source {
+  /**
+   * MAIL FROM: who is sending, and may it send this, now. Rejects with the refusal.
+   * Asynchronous for cluster mode: the rate limit may be a Redis round trip (src/cluster/).
+   */
+  async mail(command: MailCommand): Promise<Source> {
     const { ip, user } = this.facts;
     // Who may send comes first: a stranger learns nothing about address syntax.
     if (command.routingProblem || command.parameterProblem) {
@@ -67,16 +70,16 @@ export class PolicyTransaction {
       if (command.routingProblem) throw smtpErrors.badAddress(command.address, command.routingProblem);
       throw command.parameterProblem!;
     }
-    this.source = this.engine.checkMail({ ip, user }, command.address, command.declaredSize);
+    this.source = await this.engine.checkMail({ ip, user }, command.address, command.declaredSize);
     this.from = command.address;
     return this.source;
   }
 
   /**
    * RCPT TO: may this recipient be added; returns where it is delivered (the address itself, or
-   * bounces.to for the postmaster). Throws the refusal.
+   * bounces.to for the postmaster). Rejects with the refusal.
    */
-  rcpt(command: RcptCommand): string {
+  async rcpt(command: RcptCommand): Promise<string> {
     const source = this.source;
     if (!source) throw smtpErrors.notAllowed(normaliseIp(this.facts.ip));
     if (command.parameterProblem) throw command.parameterProblem;
@@ -84,11 +87,11 @@ export class PolicyTransaction {
     if (isPostmaster(command.address, this.engine.config.hostname)) {
       const to = this.engine.config.bounces.to;
       if (!to) throw smtpErrors.noPostmaster();
-      this.engine.checkRcpt(source, to, command.count, true);
+      await this.engine.checkRcpt(source, to, command.count, true);
       return to;
     }
     if (command.routingProblem) throw smtpErrors.badAddress(command.address, command.routingProblem);
-    this.engine.checkRcpt(source, command.address, command.count);
+    await this.engine.checkRcpt(source, command.address, command.count);
     return command.address;
   }
 

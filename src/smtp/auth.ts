@@ -18,7 +18,8 @@ export async function authenticate(
   password: string,
 ): Promise<AuthResult> {
   try {
-    policy.checkAuthAllowed(client, username);
+    // The lockouts by address and by username (cluster mode: shared by all relays).
+    await policy.checkAuthLockout(client, username);
   } catch (err) {
     return { ok: false, error: err as SmtpError };
   }
@@ -30,7 +31,7 @@ export async function authenticate(
     return { ok: true, user: username };
   }
   log.warn('authentication failed', { event: 'auth_failed', client, user: loggableUsername(username) });
-  const lockout = policy.authFailed(client, username);
+  const lockout = await policy.authFailed(client, username);
   if (lockout) {
     const { limits } = policy.config;
     log.warn('too many failed logins: locked out of AUTH', {

@@ -94,8 +94,9 @@ export class Listener {
         this.onSecure(session, cb);
       },
       onAuth: (auth, session, cb) => void this.onAuth(auth.username ?? '', auth.password ?? '', session, cb),
-      onMailFrom: (address, session, cb) => this.onMailFrom(address as CheckedAddress, session, cb),
-      onRcptTo: (address, session, cb) => this.onRcptTo(address as CheckedAddress, session, cb),
+      // Async for cluster mode: the rate limits may be a Redis round trip (src/cluster/).
+      onMailFrom: (address, session, cb) => void this.onMailFrom(address as CheckedAddress, session, cb),
+      onRcptTo: (address, session, cb) => void this.onRcptTo(address as CheckedAddress, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onClose: (session) => {
         this.sessions.get(session.id)?.slot?.();
@@ -317,7 +318,7 @@ export class Listener {
     cb(null, { user: result.user });
   }
 
-  private onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
+  private async onMailFrom(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     if (this.config.requireTls && !session.secure) return this.refuse(smtpErrors.tlsRequired(), session, cb);
     const state = this.state(session);
     const tx = this.deps
@@ -326,7 +327,7 @@ export class Listener {
     state.tx = undefined;
     const { args } = checked;
     try {
-      tx.mail({
+      await tx.mail({
         address: checked.address,
         declaredSize: args && typeof args.SIZE === 'string' ? Number(args.SIZE) : undefined,
         routingProblem: checked.routingProblem,
@@ -340,11 +341,11 @@ export class Listener {
     }
   }
 
-  private onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): void {
+  private async onRcptTo(checked: CheckedAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     const tx = this.state(session).tx;
     if (!tx?.source) return this.refuse(smtpErrors.notAllowed(session.remoteAddress), session, cb);
     try {
-      const to = tx.rcpt({
+      const to = await tx.rcpt({
         address: checked.address,
         count: session.envelope.rcptTo.length + 1,
         routingProblem: checked.routingProblem,

@@ -60,7 +60,7 @@ export interface TrafficOptions {
 export const OTHER_SOURCES = '(other)';
 const MINUTE = 60_000;
 
-function emptyCounts(): TrafficCounts {
+export function emptyCounts(): TrafficCounts {
   return { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0, reasons: {} };
 }
 
@@ -103,7 +103,7 @@ export class TrafficStats {
       this.buckets.set(minute, bucket);
       this.prune(minute);
     }
-    let key = `${unknown ? 'c' : 's'}:${name}`;
+    let key = trafficKey(name, unknown);
     let counts = bucket.get(key);
     if (!counts) {
       if (bucket.size >= this.maxKeys) key = `o:${OTHER_SOURCES}`;
@@ -122,49 +122,79 @@ export class TrafficStats {
 
   /** The top `limit` sources by messages, refusals and rate-limit hits over the last `sinceMs`. */
   report(sinceMs: number, limit = 10): TrafficReport {
-    const now = this.now();
-    const minutes = Math.max(1, Math.min(this.retention, Math.ceil(sinceMs / MINUTE)));
-    const current = Math.floor(now / MINUTE);
-    // The current (partial) minute plus minutes-1 whole ones before it.
-    const first = current - minutes + 1;
-    const rows = new Map<string, TrafficRow>();
-    for (const [minute, bucket] of this.buckets) {
-      if (minute < first || minute > current) continue;
-      for (const [key, c] of bucket) {
-        let row = rows.get(key);
-        if (!row) {
-          row = { source: key.slice(2), unknown: key.startsWith('c:'), ...emptyCounts() };
-          rows.set(key, row);
-        }
-        addCounts(row, c);
-        for (const [reason, n] of Object.entries(c.reasons) as [RefusalReason, number][])
-          row.reasons[reason] = (row.reasons[reason] ?? 0) + n;
-      }
-    }
-    const all = [...rows.values()];
-    const totals: Totals = { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0 };
-    for (const r of all) addCounts(totals, r);
-    const top = (key: 'messages' | 'refused' | 'rateLimited') =>
-      all
-        .filter((r) => r[key] > 0)
-        .sort((a, b) => b[key] - a[key] || a.source.localeCompare(b.source))
-        .slice(0, limit);
-    return {
-      since: new Date(first * MINUTE).toISOString(),
-      until: new Date(now).toISOString(),
-      minutes,
-      countingSince: new Date(this.started).toISOString(),
-      totals,
-      sources: all.length,
-      top: { messages: top('messages'), refusals: top('refused'), rateLimited: top('rateLimited') },
-    };
+    return trafficReport(this.buckets, this.now(), this.retention, this.started, sinceMs, limit);
   }
 }
 
-/** The control-socket handler for `stats`: `{since?: "1h" | seconds, limit?: n}` → TrafficReport. */
-export function statsHandler(traffic: TrafficStats): (args: unknown) => Promise<TrafficReport> {
+/** A row's key in a minute's bucket: `s:` a source, `c:` a client address matching none, `o:` the rest. */
+export function trafficKey(name: string, unknown: boolean): string {
+  return `${unknown ? 'c' : 's'}:${name}`;
+}
+
+/**
+ * The report over per-minute buckets (minute number → row key → counts): this relay's own, or
+ * all relays' in cluster mode (src/cluster/traffic.ts).
+ */
+export function trafficReport(
+  buckets: Iterable<[number, Map<string, TrafficCounts>]>,
+  now: number,
+  retention: number,
+  started: number,
+  sinceMs: number,
+  limit = 10,
+): TrafficReport {
+  const minutes = Math.max(1, Math.min(retention, Math.ceil(sinceMs / MINUTE)));
+  const current = Math.floor(now / MINUTE);
+  // The current (partial) minute plus minutes-1 whole ones before it.
+  const first = current - minutes + 1;
+  const rows = new Map<string, TrafficRow>();
+  for (const [minute, bucket] of buckets) {
+    if (minute < first || minute > current) continue;
+    for (const [key, c] of bucket) {
+      let row = rows.get(key);
+      if (!row) {
+        row = { source: key.slice(2), unknown: key.startsWith('c:'), ...emptyCounts() };
+        rows.set(key, row);
+      }
+      addCounts(row, c);
+      for (const [reason, n] of Object.entries(c.reasons) as [RefusalReason, number][])
+        row.reasons[reason] = (row.reasons[reason] ?? 0) + n;
+    }
+  }
+  const all = [...rows.values()];
+  const totals: Totals = { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0 };
+  for (const r of all) addCounts(totals, r);
+  const top = (key: 'messages' | 'refused' | 'rateLimited') =>
+    all
+      .filter((r) => r[key] > 0)
+      .sort((a, b) => b[key] - a[key] || a.source.localeCompare(b.source))
+      .slice(0, limit);
+  return {
+    since: new Date(first * MINUTE).toISOString(),
+    until: new Date(now).toISOString(),
+    minutes,
+    countingSince: new Date(started).toISOString(),
+    totals,
+    sources: all.length,
+    top: { messages: top('messages'), refusals: top('refused'), rateLimited: top('rateLimited') },
+  };
+}
+
+/**
+ * The control-socket handler for `stats`: `{since?: "1h" | seconds, limit?: n, cluster?: true}`
+ * → TrafficReport. `cluster`: all relays' counts (cluster mode), from `cluster`, which answers
+ * undefined when the shared counts cannot be read.
+ */
+export function statsHandler(
+  traffic: TrafficStats,
+  cluster?: { report(sinceMs: number, limit: number): Promise<TrafficReport | undefined> },
+): (args: unknown) => Promise<TrafficReport> {
   return async (args) => {
-    const a = (args && typeof args === 'object' ? args : {}) as { since?: unknown; limit?: unknown };
+    const a = (args && typeof args === 'object' ? args : {}) as {
+      since?: unknown;
+      limit?: unknown;
+      cluster?: unknown;
+    };
     const since =
       typeof a.since === 'string' || typeof a.since === 'number' ? parseDuration(a.since) : 3_600_000;
     if (since === undefined || since <= 0) {
@@ -173,6 +203,16 @@ export function statsHandler(traffic: TrafficStats): (args: unknown) => Promise<
       );
     }
     const limit = typeof a.limit === 'number' && a.limit > 0 ? Math.floor(a.limit) : 10;
+    if (a.cluster === true) {
+      if (!cluster)
+        throw new ControlRefusal('--cluster: this relay is not in cluster mode (no cluster: in its config)');
+      const report = await cluster.report(since, limit);
+      if (!report)
+        throw new ControlRefusal(
+          '--cluster: Redis is unavailable now; `smarthost stats` shows this relay alone',
+        );
+      return report;
+    }
     return traffic.report(since, limit);
   };
 }

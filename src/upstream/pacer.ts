@@ -17,6 +17,7 @@
 // configured pace back, until it is whole again. An upstream with no `rateLimit` is unpaced
 // until the ESP complains; then its base pace is what it took in the last minute.
 import type { Rate } from '../config/units.js';
+import type { SharedPace } from '../cluster/pace.js';
 import { systemClock, type Clock } from './clock.js';
 
 export interface PaceSlot {
@@ -50,12 +51,19 @@ export interface PacerOptions {
   burst?: number;
   /** Clean replies for this long take a quarter of the pace back (default 30 s). */
   recoverStepMs?: number;
+  /**
+   * Cluster mode: the pace shared with the other relays (src/cluster/pace.ts). Each start also
+   * needs its reservation; no answer (Redis degraded) leaves the local pace alone in charge.
+   */
+  shared?: SharedPace;
 }
 
 /** Sends remembered, when unpaced, to derive a pace from when the ESP asks to slow down. */
 const OBSERVE_MS = 60_000;
 /** The slowest a throttled pace gets: an eighth of where it started. */
 const MAX_SLOWDOWN = 8;
+/** Cluster mode: the shared pace's interval, a little longer than the quota's (see reserveShared). */
+const SHARED_MARGIN = 1.02;
 /** What one recovery step gives back, as a share of the base pace. */
 const RECOVERY_SHARE = 0.25;
 
@@ -76,6 +84,11 @@ export class Pacer {
   private aborted = false;
   private readonly burst: number;
   private readonly recoverStepMs: number;
+  // Cluster mode (see PacerOptions.shared): a reservation in flight, and whether the slowdown
+  // changed since the shared pace was last told.
+  private readonly shared: SharedPace | undefined;
+  private reserving = false;
+  private factorChanged = false;
 
   constructor(
     readonly rate: Rate | undefined,
@@ -84,6 +97,8 @@ export class Pacer {
   ) {
     this.burst = Math.max(1, Math.min(options.burst ?? 1, rate?.count ?? Infinity));
     this.recoverStepMs = options.recoverStepMs ?? 30_000;
+    // Only a configured rate is shared: an unpaced upstream's observed pace is this relay's own.
+    this.shared = rate ? options.shared : undefined;
   }
 
   /** The pace in force (undefined: unpaced). */
@@ -150,6 +165,7 @@ export class Pacer {
     if (now - this.lastSlowedAt >= Math.max(2 * this.interval(), 1000)) {
       this.factor = Math.min(this.factor * 2, MAX_SLOWDOWN);
       this.lastSlowedAt = now;
+      this.factorChanged = true;
     }
     this.lastChangedAt = now;
     this.pump();
@@ -167,6 +183,7 @@ export class Pacer {
     const share = Math.min(1 / this.factor + steps * RECOVERY_SHARE, 1);
     this.factor = 1 / share;
     this.lastChangedAt = now;
+    this.factorChanged = true;
     if (share >= 1) {
       this.factor = 1;
       this.observed = undefined;
@@ -237,10 +254,52 @@ export class Pacer {
         }, wait);
         return;
       }
+      if (this.shared) return this.reserveShared();
       const waiter = this.waiters.shift()!;
       this.tat = Math.max(this.tat, now) + interval;
       waiter.resolve(this.startSlot());
     }
+  }
+
+  /**
+   * Cluster mode: the local pace allows a start; the shared one must too. One reservation at a
+   * time; its answer starts the first waiter, or waits as long as the shared pace says.
+   */
+  private reserveShared(): void {
+    if (this.reserving) return;
+    this.reserving = true;
+    const publish = this.factorChanged;
+    this.factorChanged = false;
+    const base = this.rate!;
+    void this.shared!.reserve({
+      // 2% apart more than the quota's even pace: a message whose connection opened faster than
+      // the one before it cannot put one too many into the ESP's window.
+      intervalMs: (base.perMs / base.count) * SHARED_MARGIN,
+      burst: this.burst,
+      factor: this.factor,
+      publish,
+      // A slowdown nobody renews ends by itself after the time a full recovery takes.
+      slowTtlMs: 4 * this.recoverStepMs,
+    }).then((answer) => {
+      this.reserving = false;
+      if (!answer && publish) this.factorChanged = true;
+      if (this.aborted) return;
+      if (answer && answer.wait > 0) {
+        this.disarm();
+        this.timer = this.clock.setTimeout(() => {
+          this.timer = undefined;
+          this.pump();
+        }, answer.wait);
+        return;
+      }
+      const waiter = this.waiters.shift();
+      if (waiter) {
+        const now = this.clock.now();
+        this.tat = Math.max(this.tat, now) + this.interval();
+        waiter.resolve(this.startSlot());
+      }
+      this.pump();
+    });
   }
 
   private disarm(): void {

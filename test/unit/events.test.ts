@@ -20,6 +20,8 @@ import { Metrics } from '../../src/metrics.js';
 import type { DeliveryQueue } from '../../src/queue/delivery-queue.js';
 import type { Spool } from '../../src/spool/spool.js';
 import { smtpErrors } from '../../src/smtp/errors.js';
+import { Cluster } from '../../src/cluster/cluster.js';
+import { parseConfig } from '../../src/config/load.js';
 
 const README = readFileSync(path.resolve(import.meta.dirname, '../../../README.md'), 'utf8');
 
@@ -117,6 +119,12 @@ test("the README's metrics table lists exactly the smarthost_* metrics the relay
     listeners: () => [],
     isShuttingDown: () => false,
   });
+  // Cluster mode's metrics are registered by the relay only with `cluster:` (never started here).
+  const config = parseConfig(
+    { cluster: { redis: 'redis://127.0.0.1:6379/0' } },
+    { env: {}, baseDir: '/tmp', source: 'test' },
+  );
+  new Cluster(config.cluster!, silentLogger(), { queued: () => 0 }).registerMetrics(metrics.registry);
   const registered = (await metrics.registry.getMetricsAsJSON()).map((m) => m.name).sort();
   const documented = tableRows('| Metric | Type |')
     .flatMap(([name = '']) => backticked(name))
