@@ -1,4 +1,5 @@
-// The relay, composed by hand (the composition root): config → logger → spool → courier → queue
+// The relay, composed by hand (the composition root): config → logger → spool → courier (its
+// reload hand-over in delivery/courier-switch.ts) → queue
 // → listeners, the control socket, metrics, certificates, readiness, retention, the maildrop
 // pickup and the cluster client. The constructor only builds
 // them (no file, socket or connection is opened); start() and stop() run them in one fixed
@@ -6,9 +7,7 @@
 import { Bouncer } from './bounce/bouncer.js';
 import type { Config } from './config/load.js';
 import type { Courier } from './delivery/courier.js';
-import { OutboxCourier } from './delivery/outbox-courier.js';
-import { ThreadedCourier } from './delivery/courier-thread.js';
-import { courierSettings } from './config/reload-table.js';
+import { CourierSwitch } from './delivery/courier-switch.js';
 import { applyLogOptions, type Logger } from './log.js';
 import { Metrics, type ListenerProbe } from './metrics.js';
 import { PolicyEngine, PolicyState } from './policy/engine.js';
@@ -50,11 +49,7 @@ export class Relay {
   readonly spool: Spool;
   readonly queue: DeliveryQueue;
   /** Where mail goes now; a reload that changes the upstreams swaps in a new one. */
-  private currentCourier: Courier;
-  private courierFingerprint: string;
-  /** Couriers replaced by a reload, closed once the attempts that may use them have ended. */
-  private readonly retiring = new Map<Courier, Promise<void>>();
-  private started = false;
+  private readonly couriers: CourierSwitch;
   /** Messages found in the spool at start (for the `started` line). */
   private resumed = 0;
   /** Two relays never share one spool (spool/lock.ts). */
@@ -81,7 +76,7 @@ export class Relay {
   private current: { config: Config; policy: PolicyEngine };
   private shuttingDown = false;
   /** The upstream ESP's size limit, as the courier learned it (for the policy's 552). */
-  private readonly upstreamSizeLimit = (sender?: string) => this.currentCourier.sizeLimit?.(sender);
+  private readonly upstreamSizeLimit = (sender?: string) => this.couriers.current.sizeLimit?.(sender);
 
   constructor(private readonly options: RelayOptions) {
     const { config, log } = options;
@@ -98,12 +93,29 @@ export class Relay {
     };
     this.spool = new Spool(config.spool.dir);
     this.spoolLock = new SpoolLock(config.spool.dir);
-    this.currentCourier = options.courier ?? this.buildCourier(config);
-    this.courierFingerprint = courierSettings(config);
+    const cluster = this.cluster;
+    this.couriers = new CourierSwitch(
+      config,
+      {
+        log,
+        hostname: config.hostname,
+        outboxDir: this.spool.outboxDir,
+        sharedPace: cluster && ((upstream) => cluster.pace(upstream)),
+        queue: () => this.queue,
+        inService: (courier, current) => {
+          this.readiness.track(courier);
+          this.metrics?.ops.useCourier(
+            courier,
+            current.upstreams.map((u) => u.name),
+          );
+        },
+      },
+      options.courier,
+    );
     const bouncer = new Bouncer(this.spool, () => this.current.config, log);
     this.queue = new DeliveryQueue({
       spool: this.spool,
-      courier: () => this.currentCourier,
+      courier: () => this.couriers.current,
       bouncer,
       log,
       config: () => this.current.config,
@@ -147,7 +159,7 @@ export class Relay {
       queue: this.queue,
       log,
       config: () => this.current.config,
-      capture: () => this.currentCourier instanceof OutboxCourier,
+      capture: () => this.couriers.capturing,
       liveness: async () => (this.metrics ? (await this.metrics.health()).problems : []),
     });
     if (config.metrics) {
@@ -187,89 +199,7 @@ export class Relay {
 
   /** The courier new delivery attempts use. */
   get courier(): Courier {
-    return this.currentCourier;
-  }
-
-  private buildCourier(config: Config): Courier {
-    // The EHLO name stays the one from the start: `hostname` takes effect only after a restart.
-    const cluster = this.cluster;
-    return config.upstreams.length
-      ? new ThreadedCourier(config.upstreams, this.options.config.hostname, {
-          log: this.options.log,
-          // Cluster mode: each upstream's pace is shared by all relays (src/cluster/pace.ts).
-          sharedPace: cluster && ((upstream) => cluster.pace(upstream)),
-        })
-      : new OutboxCourier(this.spool.outboxDir);
-  }
-
-  /** Logs where mail goes (capture mode loudly) and starts the courier's background checks. */
-  private startCourier(courier: Courier): void {
-    const { log } = this.options;
-    this.readiness.track(courier);
-    if (courier instanceof OutboxCourier) {
-      log.warn('*** CAPTURE MODE: no upstream is configured, nothing will be sent ***', {
-        event: 'capture_mode',
-      });
-      log.warn(
-        `messages are written to ${this.spool.outboxDir} instead; set upstream: in the config to deliver`,
-        {
-          event: 'capture_mode',
-        },
-      );
-    } else {
-      log.info(courier.description, { event: 'upstream' });
-      // Checks each upstream in the background and learns its SIZE (enforced at accept time).
-      courier.start?.();
-    }
-  }
-
-  /**
-   * A reload changed the upstreams: new attempts use a new courier at once (fresh pacing,
-   * health and connections, the new credentials); the old one is closed once the attempts in
-   * flight now have ended, so no delivery in progress is cut.
-   */
-  private swapCourier(next: Courier): void {
-    const { log } = this.options;
-    const old = this.currentCourier;
-    const toCapture = next instanceof OutboxCourier && !(old instanceof OutboxCourier);
-    const fromCapture = old instanceof OutboxCourier && !(next instanceof OutboxCourier);
-    if (toCapture) {
-      log.warn('*** upstream removed by the reload: switching to CAPTURE MODE, nothing will be sent ***', {
-        event: 'upstream_changed',
-      });
-    } else if (fromCapture) {
-      log.warn('*** capture mode ends: the reload configured an upstream, mail is sent from now on ***', {
-        event: 'upstream_changed',
-      });
-    } else {
-      log.info('upstream settings changed: new deliveries use the new settings', {
-        event: 'upstream_changed',
-      });
-    }
-    // The attempts that may be using the old courier: those in flight now.
-    const oldAttempts = this.queue.settled();
-    this.currentCourier = next;
-    if (this.started) {
-      this.startCourier(next);
-      // Mail deferred by the old settings (a revoked key, a dead host) goes out now, not at its
-      // next retry time, which may be hours away.
-      const retried = this.queue.retryNow();
-      if (retried) {
-        log.info(`retrying ${retried} queued message(s) now through the new upstream settings`, {
-          event: 'reload_retry',
-          retried,
-        });
-      }
-    }
-    const retired = oldAttempts
-      .then(() => old.close())
-      .catch((err: Error) => {
-        log.warn(`error while closing the previous upstream connections: ${err.message}`, {
-          event: 'upstream_close_failed',
-        });
-      })
-      .finally(() => this.retiring.delete(old));
-    this.retiring.set(old, retired);
+    return this.couriers.current;
   }
 
   get policy(): PolicyEngine {
@@ -312,18 +242,8 @@ export class Relay {
       },
       {
         name: 'courier',
-        start: () => {
-          this.started = true;
-          this.metrics?.ops.useCourier(
-            this.currentCourier,
-            config.upstreams.map((u) => u.name),
-          );
-          this.startCourier(this.currentCourier);
-        },
-        stop: async () => {
-          await this.currentCourier.close();
-          await Promise.all(this.retiring.values());
-        },
+        start: () => this.couriers.start(config),
+        stop: () => this.couriers.close(),
       },
       {
         name: 'queue',
@@ -332,8 +252,7 @@ export class Relay {
         },
         stop: async () => {
           // Messages only waiting for an upstream's pace give up their turn (they stay queued).
-          this.currentCourier.stopping?.();
-          for (const old of this.retiring.keys()) old.stopping?.();
+          this.couriers.stopping();
           await this.queue.stop();
         },
       },
@@ -457,20 +376,8 @@ export class Relay {
     config: Config,
     reason = 'reload',
   ): { upstreamChanged?: string; certificate?: CertificateReload } {
-    // The `courier` keys of the reload table (config/reload-table.ts), secrets and the CA
-    // files' text included: a rotated password or a renewed CA at the same path counts.
-    const fingerprint = courierSettings(config);
-    let upstreamChanged: string | undefined;
-    if (fingerprint !== this.courierFingerprint && !this.shuttingDown) {
-      const next = this.buildCourier(config);
-      this.courierFingerprint = fingerprint;
-      this.swapCourier(next);
-      this.metrics?.ops.useCourier(
-        next,
-        config.upstreams.map((u) => u.name),
-      );
-      upstreamChanged = next.description;
-    }
+    // A rotated password or a renewed CA at the same path counts as a change (courier-switch.ts).
+    const upstreamChanged = this.shuttingDown ? undefined : this.couriers.apply(config);
     this.current = {
       config,
       policy: new PolicyEngine(config, {
