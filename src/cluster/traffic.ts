@@ -4,8 +4,10 @@
 // message never waits for Redis; while Redis is degraded they keep gathering (bounded: at most
 // MAX_KEYS rows a minute, the rest under "(other)", and only the last 24 h) and go out when it
 // is back.
-import { isRateLimitReason, isRefusalReason, type RefusalReason } from '../events.js';
+import { isRefusalReason, type RefusalReason } from '../events.js';
 import {
+  countAccepted,
+  countRefused,
   emptyCounts,
   OTHER_SOURCES,
   trafficKey,
@@ -53,17 +55,11 @@ export class ClusterTraffic {
   }
 
   accepted(source: string, recipients: number, bytes: number): void {
-    const counts = this.counts(source, false);
-    counts.messages++;
-    counts.recipients += recipients;
-    counts.bytes += bytes;
+    countAccepted(this.counts(source, false), recipients, bytes);
   }
 
   refused(reason: RefusalReason, client: string, source?: string): void {
-    const counts = source ? this.counts(source, false) : this.counts(client, true);
-    counts.refused++;
-    counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
-    if (isRateLimitReason(reason)) counts.rateLimited++;
+    countRefused(source ? this.counts(source, false) : this.counts(client, true), reason);
   }
 
   private counts(name: string, unknown: boolean): TrafficCounts {

@@ -64,6 +64,20 @@ export function emptyCounts(): TrafficCounts {
   return { messages: 0, recipients: 0, bytes: 0, refused: 0, rateLimited: 0, reasons: {} };
 }
 
+/** Adds an accepted message to a minute's counts (here and in the cluster's, cluster/traffic.ts). */
+export function countAccepted(counts: TrafficCounts, recipients: number, bytes: number): void {
+  counts.messages++;
+  counts.recipients += recipients;
+  counts.bytes += bytes;
+}
+
+/** Adds a refusal to a minute's counts. */
+export function countRefused(counts: TrafficCounts, reason: RefusalReason): void {
+  counts.refused++;
+  counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
+  if (isRateLimitReason(reason)) counts.rateLimited++;
+}
+
 export class TrafficStats {
   private readonly now: () => number;
   private readonly retention: number;
@@ -81,18 +95,12 @@ export class TrafficStats {
 
   /** A message from `source` was accepted. */
   accepted(source: string, recipients: number, bytes: number): void {
-    const counts = this.counts(source, false);
-    counts.messages++;
-    counts.recipients += recipients;
-    counts.bytes += bytes;
+    countAccepted(this.counts(source, false), recipients, bytes);
   }
 
   /** A refusal: counted under the source, or under the client's address when there is none. */
   refused(reason: RefusalReason, client: string, source?: string): void {
-    const counts = source ? this.counts(source, false) : this.counts(client, true);
-    counts.refused++;
-    counts.reasons[reason] = (counts.reasons[reason] ?? 0) + 1;
-    if (isRateLimitReason(reason)) counts.rateLimited++;
+    countRefused(source ? this.counts(source, false) : this.counts(client, true), reason);
   }
 
   private counts(name: string, unknown: boolean): TrafficCounts {
