@@ -108,6 +108,15 @@ export async function streamInto(
   return { bytes, crc32: crc, ...(whole ? { kept: whole } : {}) };
 }
 
+/** A small JSON file's value; undefined when it is missing or not JSON (a torn or foreign file). */
+export async function readJsonFile<T>(file: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await fs.promises.readFile(file, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The CRC-32 of a whole file, read in a stream. */
 export async function fileCrc32(file: string): Promise<number> {
   let crc = 0;

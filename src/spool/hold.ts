@@ -7,10 +7,10 @@
 // in different folders (in any combination, since either rename may reach the disk first); at
 // start, init() (run before the spool's sweep of orphan bodies) puts each body back beside its
 // envelope, so nothing is ever lost and nothing is swept as an orphan.
-import { readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { readdir, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { QUEUE_ID_PATTERN, type QueueEntry } from './entry.js';
-import { fsyncDir, unlinkFile } from './fsync.js';
+import { fsyncDir, readJsonFile, unlinkFile } from './fsync.js';
 import { makePrivateDir } from './modes.js';
 
 export class HoldFolder {
@@ -97,12 +97,8 @@ export class HoldFolder {
   }
 
   /** A held message's state, or undefined when none is held by that id. */
-  async read(id: string): Promise<QueueEntry | undefined> {
-    try {
-      return JSON.parse(await readFile(this.metaPath(id), 'utf8')) as QueueEntry;
-    } catch {
-      return undefined;
-    }
+  read(id: string): Promise<QueueEntry | undefined> {
+    return readJsonFile<QueueEntry>(this.metaPath(id));
   }
 
   /** Deletes a held message for good. False when none is held by that id. */

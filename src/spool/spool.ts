@@ -25,6 +25,7 @@ import {
   fsyncFile,
   inline,
   pooled,
+  readJsonFile,
   replaceFileDurably,
   streamInto,
   syncFd,
@@ -348,12 +349,8 @@ export class Spool {
   }
 
   /** One dead letter, or undefined when there is none by that id. */
-  async readFailed(id: string): Promise<DeadLetter | undefined> {
-    try {
-      return JSON.parse(await readFile(this.failedMetaPath(id), 'utf8')) as DeadLetter;
-    } catch {
-      return undefined;
-    }
+  readFailed(id: string): Promise<DeadLetter | undefined> {
+    return readJsonFile<DeadLetter>(this.failedMetaPath(id));
   }
 
   /** Deletes a dead letter for good. False when there is none by that id. */
