@@ -6,7 +6,7 @@
 // a running relay for every name they use).
 import type { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Courier } from './delivery/courier.js';
 import type { UpstreamEvent } from './delivery/upstream-client.js';
@@ -193,11 +193,8 @@ export class OpsMetrics {
     let bytes = 0;
     for (let i = 0; i < ids.length; i += STAT_BATCH) {
       const sizes = await Promise.all(
-        ids.slice(i, i + STAT_BATCH).map((id) =>
-          stat(spool.bodyPath(id)).then(
-            (s) => s.size,
-            () => 0, // delivered or removed meanwhile
-          ),
+        ids.slice(i, i + STAT_BATCH).map(
+          (id) => spool.storedSize(id), // 0: delivered or removed meanwhile
         ),
       );
       for (const size of sizes) bytes += size;

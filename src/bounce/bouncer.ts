@@ -69,7 +69,8 @@ export class Bouncer {
         to,
       });
     }
-    const headers = await readHeaderBlock(this.spool.bodyPath(entry.id)).catch(() => Buffer.alloc(0));
+    const { path: file, length } = this.spool.bodyOf(entry);
+    const headers = await readHeaderBlock(file, length).catch(() => Buffer.alloc(0));
     const id = newQueueId();
     const data = buildDsn({
       hostname: config.hostname,

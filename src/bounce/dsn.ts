@@ -101,8 +101,12 @@ export function buildDsn(input: DsnInput): Buffer {
   return Buffer.from(message, 'binary');
 }
 
-/** The header block of a stored message (at most `limit` bytes), without reading the body. */
-export async function readHeaderBlock(file: string, limit = 64 * 1024): Promise<Buffer> {
+/**
+ * The header block of a stored message (at most 64 KB), without reading the body. `length`: only
+ * the file's first `length` bytes are the message (a one-file message: spool/one-file.ts).
+ */
+export async function readHeaderBlock(file: string, length?: number): Promise<Buffer> {
+  const limit = Math.min(64 * 1024, length ?? Infinity);
   const handle = await open(file, 'r');
   try {
     const buf = Buffer.alloc(limit);

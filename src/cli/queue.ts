@@ -1,6 +1,6 @@
 // `smarthost queue list|show|retry|delete|hold|release|failed|requeue`. Talks to the running
 // relay over its control socket; when the relay is not running, works on the spool directly.
-import { createReadStream } from 'node:fs';
+import { readBody } from '../spool/one-file.js';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import { findConfigFile } from '../config/load.js';
@@ -311,7 +311,9 @@ export function queueCommand(): Command {
 /** Streams the stored message to stdout: never read whole (a scan may be 30 MB). */
 async function printBody(shown: ShownMessage): Promise<void> {
   try {
-    await pipeline(createReadStream(shown.bodyPath), process.stdout, { end: false });
+    await pipeline(readBody({ path: shown.bodyPath, length: shown.bodyLength }), process.stdout, {
+      end: false,
+    });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {

@@ -37,6 +37,8 @@ export interface ShownMessage {
   headers: string;
   /** The stored message (what is sent), for `queue show --body`: the CLI streams it from there. */
   bodyPath: string;
+  /** Only the file's first `bodyLength` bytes are the message (a one-file message). */
+  bodyLength?: number;
 }
 
 export interface IdsResult {
@@ -89,7 +91,7 @@ export class QueueAdmin {
     try {
       if (place === 'queue') return await this.spool.list();
       if (place === 'held') return await this.spool.held.ids();
-      return (await this.spool.listFailed()).map((d) => d.id);
+      return (await this.spool.failed.list()).map((d) => d.id);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
@@ -102,7 +104,7 @@ export class QueueAdmin {
         ? this.spool.read(id)
         : place === 'held'
           ? this.spool.held.read(id)
-          : this.spool.readFailed(id);
+          : this.spool.failed.read(id);
     return entry.catch(() => undefined);
   }
 
@@ -187,17 +189,21 @@ export class QueueAdmin {
     const places: [Place, string][] = [
       ['queue', this.spool.bodyPath(id)],
       ['held', this.spool.held.bodyPath(id)],
-      ['failed', this.spool.failedBodyPath(id)],
+      ['failed', this.spool.failed.bodyPath(id)],
     ];
-    for (const [where, bodyPath] of places) {
+    for (const [where, file] of places) {
       const entry = await this.read(where, id);
       if (!entry) continue;
+      const { path: bodyPath, length: bodyLength } =
+        where === 'queue' ? this.spool.bodyOf(entry) : { path: file, length: undefined };
+      const { oneFile: _layout, ...shown } = entry;
       return {
         where,
-        entry,
+        entry: shown,
         inFlight: where === 'queue' && (this.queue?.isInFlight(id) ?? false),
-        headers: await readHeaders(bodyPath),
+        headers: await readHeaders(bodyPath, bodyLength),
         bodyPath,
+        ...(bodyLength === undefined ? {} : { bodyLength }),
       };
     }
     throw new ControlRefusal(`no message ${id} in the queue, on hold or in the dead letters`);
@@ -253,7 +259,7 @@ export class QueueAdmin {
       if (
         (await this.spool.remove(id)) ||
         (await this.spool.held.remove(id)) ||
-        (await this.spool.removeFailed(id))
+        (await this.spool.failed.remove(id))
       )
         done.push(id);
       else missing.push(id);
@@ -290,7 +296,7 @@ export class QueueAdmin {
   }
 
   async failed(): Promise<DeadLetter[]> {
-    return this.spool.listFailed();
+    return this.spool.failed.list();
   }
 
   /** Puts dead letters back in the queue, their failed recipients pending again. */
@@ -334,9 +340,9 @@ function checkId(id: string): string {
 }
 
 /** A stored message's header block as text (LF line ends), '' when it cannot be read. */
-async function readHeaders(file: string): Promise<string> {
+async function readHeaders(file: string, length?: number): Promise<string> {
   // Spool bodies always have CRLF line ends (the receiver normalises them; DSNs are built so).
-  const block = await readHeaderBlock(file).catch(() => undefined);
+  const block = await readHeaderBlock(file, length).catch(() => undefined);
   if (!block) return '';
   return block.toString('utf8').replace(/\r\n$/, '').replace(/\r\n/g, '\n');
 }

@@ -64,7 +64,7 @@ export type SendRequest = {
   entry: QueueEntry;
   recipients: string[];
   /** `data`: the body itself when kept in memory (moved, not copied), else read from `path`. */
-  body: { path: string; data?: Uint8Array };
+  body: { path: string; length?: number; data?: Uint8Array };
 };
 
 /** Worker → relay. Results are sent together too, those of one turn of the worker's loop. */
@@ -215,7 +215,7 @@ export class ThreadedCourier extends EventEmitter implements Courier {
     const data = body.data ? new Uint8Array(body.data) : undefined;
     return new Promise((resolve) => {
       this.pending.set(call, { recipients, resolve });
-      this.outgoing.push({ call, entry, recipients, body: { path: body.path, data } });
+      this.outgoing.push({ call, entry, recipients, body: { path: body.path, length: body.length, data } });
       if (data) this.transfers.push(data.buffer);
       if (this.outgoing.length === 1) setImmediate(() => this.flush());
     });

@@ -64,7 +64,7 @@ function answer(call: number, results: RecipientResult[]): void {
 
 function send({ call, entry, recipients, body }: SendRequest): void {
   const data = body.data && Buffer.from(body.data.buffer, body.data.byteOffset, body.data.byteLength);
-  courier.send(entry, recipients, { path: body.path, data }).then(
+  courier.send(entry, recipients, { path: body.path, length: body.length, data }).then(
     (results) => answer(call, results),
     // The courier answers every failure itself: this is a bug, and retried like a failure.
     (err: Error) => answer(call, allTemporary(recipients, `local error: ${err.message}`)),

@@ -59,7 +59,7 @@ export async function smtpUtf8For(
     head = end < 0 ? body.data : body.data.subarray(0, end);
   } else if (![entry.from, ...recipients].some(hasNonAsciiLocalPart)) {
     // Unreadable: the send that follows fails on it the same way, and says so.
-    head = await readHeaderBlock(body.path).catch(() => undefined);
+    head = await readHeaderBlock(body.path, body.length).catch(() => undefined);
   }
   return smtpUtf8Need(entry, recipients, () => head);
 }

@@ -3,9 +3,10 @@
 // stored envelope given explicitly and the raw message streamed from the spool unchanged (never
 // re-encoded). It keeps the upstream's health (down for a back-off after a failure), its pace
 // (rateLimit, slowed by throttling replies) and the SIZE it advertises.
-import { createReadStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import nodemailer, { type Transporter } from 'nodemailer';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { readBody } from '../spool/one-file.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
 import type { Upstream } from '../config/load.js';
 import { formatDuration } from '../config/units.js';
@@ -175,7 +176,7 @@ export class UpstreamClient {
     }
     let reached = true;
     const smtpUtf8 = await smtpUtf8For(entry, recipients, body);
-    const raw = body.data ?? createReadStream(body.path, { highWaterMark: READ_CHUNK });
+    const raw = body.data ?? readBody(body, READ_CHUNK);
     try {
       const info = await this.transport.sendMail({
         envelope: envelopeWithExtras(

@@ -227,9 +227,7 @@ export class DeliveryQueue extends EventEmitter {
     const pending = pendingRecipients(entry);
     if (!pending.length) return [];
     try {
-      return await this.deps
-        .courier()
-        .send(entry, pending, { path: this.deps.spool.bodyPath(entry.id), data });
+      return await this.deps.courier().send(entry, pending, { ...this.deps.spool.bodyOf(entry), data });
     } catch (err) {
       return allTemporary(pending, `local error: ${(err as Error).message}`);
     }
@@ -262,7 +260,7 @@ export class DeliveryQueue extends EventEmitter {
           expired ? `expired after ${entry.attempts} attempts: ${reason}` : reason,
         );
       } else {
-        await spool.remove(entry.id);
+        await spool.remove(entry.id, entry.oneFile);
       }
       return;
     }

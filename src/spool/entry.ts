@@ -1,5 +1,6 @@
 // The small, rewritable half of a queued message: its envelope and delivery state.
-// The body (<id>.eml) is written once and never touched again; a retry rewrites only this.
+// A new message keeps it after its body, in one file (one-file.ts); from its first retry it is
+// <id>.json beside the body <id>.eml, which is never touched again: a retry rewrites only this.
 import { randomBytes } from 'node:crypto';
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -59,6 +60,11 @@ export interface QueueEntry {
   smtpUtf8?: boolean;
   /** MAIL FROM's BODY=8BITMIME, when given. */
   bodyType?: '7bit' | '8bitmime';
+  /**
+   * In memory only, never stored: the message is still one file, <id>.msg (its body, then this
+   * envelope: one-file.ts), not yet split into <id>.eml and <id>.json.
+   */
+  oneFile?: true;
 }
 
 /** Queue ids sort by arrival time: 8 base-36 characters of milliseconds, then 10 random hex. */

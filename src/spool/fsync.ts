@@ -74,13 +74,16 @@ export async function fsyncFile(file: string): Promise<void> {
 /**
  * Writes everything `source` yields into an open file (not fsynced: the caller decides when),
  * and returns the byte count and the CRC-32 of what was written. With `keepUpTo`, a body no
- * larger than that is also returned whole, as written (`kept`).
+ * larger than that is also returned whole, as written (`kept`). With `trailer`, what it returns
+ * for the body's size and CRC-32 is written after the body, in the same write as its last bytes
+ * (a small message then costs one write); it counts in neither.
  */
 export async function streamInto(
   ops: FileOps,
   fd: number,
   source: Readable,
   keepUpTo = 0,
+  trailer?: (body: { bytes: number; crc32: number }) => Buffer,
 ): Promise<{ bytes: number; crc32: number; kept?: Buffer }> {
   let bytes = 0;
   let crc = 0;
@@ -88,7 +91,7 @@ export async function streamInto(
   // Small chunks (a client writing line by line) are gathered into larger writes.
   let batch: Buffer[] = [];
   let batchBytes = 0;
-  const flush = async () => {
+  const flush = async (last: boolean) => {
     const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
     crc = crc32(data, crc);
     bytes += batchBytes;
@@ -96,16 +99,24 @@ export async function streamInto(
     else kept = undefined;
     batch = [];
     batchBytes = 0;
-    await writeAll(fd, data, ops);
+    const tail = last && trailer ? trailer({ bytes, crc32: crc }) : undefined;
+    await writeAll(fd, tail ? Buffer.concat([data, tail]) : data, ops);
   };
   for await (const chunk of source as AsyncIterable<Buffer>) {
     batch.push(chunk);
     batchBytes += chunk.length;
-    if (batchBytes >= 64 * 1024) await flush();
+    if (batchBytes >= 64 * 1024) await flush(false);
   }
-  if (batchBytes) await flush();
+  if (batchBytes || trailer) await flush(true);
   const whole = kept && (kept.length === 1 ? kept[0]! : Buffer.concat(kept));
   return { bytes, crc32: crc, ...(whole ? { kept: whole } : {}) };
+}
+
+export async function fileExists(file: string): Promise<boolean> {
+  return fs.promises.stat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A small JSON file's value; undefined when it is missing or not JSON (a torn or foreign file). */
@@ -117,10 +128,13 @@ export async function readJsonFile<T>(file: string): Promise<T | undefined> {
   }
 }
 
-/** The CRC-32 of a whole file, read in a stream. */
-export async function fileCrc32(file: string): Promise<number> {
+/** The CRC-32 of a file's first `length` bytes (all of it when not given), read in a stream. */
+export async function fileCrc32(file: string, length?: number): Promise<number> {
   let crc = 0;
-  for await (const chunk of fs.createReadStream(file) as AsyncIterable<Buffer>) crc = crc32(chunk, crc);
+  if (length === 0) return crc;
+  const range = length === undefined ? {} : { end: length - 1 };
+  for await (const chunk of fs.createReadStream(file, range) as AsyncIterable<Buffer>)
+    crc = crc32(chunk, crc);
   return crc;
 }
 

@@ -1,40 +1,45 @@
-// The durable queue on local disk. A message is two files in queue/: the body <id>.eml,
-// written once, and the envelope/state <id>.json, rewritten (via tmp/ and a rename) after each
-// attempt.
+// The durable queue on local disk. A new message is one file in queue/, <id>.msg: its body,
+// then its envelope (one-file.ts). Its first change of state splits it into the body <id>.eml,
+// never written again, and the envelope/state <id>.json, rewritten (via tmp/ and a rename)
+// after each attempt. Most messages are delivered at their first attempt and never split.
 //
 // Accepting a message costs one fsync wait after the client's final dot, as in Postfix:
-// - When DATA starts, both files are created in queue/, empty, and the directory fsync that
-//   makes their names durable starts at once (group-committed), while the body still arrives.
-// - At the end of the body the envelope is written (it carries the body's size and CRC-32); then
-//   the body's fsync and the envelope's run together, so that one journal commit can take both.
-// - Only when all three fsyncs are done may the listener answer 250.
+// - When DATA starts, the .msg is created in queue/ and the directory fsync that makes its name
+//   durable starts at once (group-committed), while the body still arrives.
+// - At the end of the body the envelope is written after it (it carries the body's size and
+//   CRC-32), then the file is fsynced.
+// - Only when both fsyncs are done may the listener answer 250.
 // What a crash can leave, and how it is recognised (none of it was ever acknowledged):
-// - a body without a .json, or an empty or unreadable .json: swept (init, read);
-// - a complete .json whose body did not all reach the disk: its CRC-32 does not match. A message
+// - a .msg without a whole envelope, a body without a .json, or an empty or unreadable .json:
+//   swept (init, read, sweepIfIncomplete);
+// - a whole envelope whose body did not all reach the disk: its CRC-32 does not match. A message
 //   read back after a restart is checked before its first attempt (verifyBody); a mismatch goes
 //   to failed/ with the reason, never to the ESP. The check is dropped from the .json once the
 //   body is known to be durable (the next update).
+// - a .json beside a .msg: a split cut short, finished by init.
 import { copyFile, mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DirSyncer } from './dir-syncer.js';
 import {
   closeQuietly,
+  fileExists,
   fileCrc32,
   fsyncDir,
   fsyncFile,
   inline,
   pooled,
-  readJsonFile,
   replaceFileDurably,
   streamInto,
   syncFd,
   unlinkFile,
-  writeAll,
   writeFileDurably,
 } from './fsync.js';
 import { QUEUE_ID_PATTERN, queueIdTime, type QueueEntry } from './entry.js';
 import { HoldFolder } from './hold.js';
+import { sweepCrashLeftovers, type Swept } from './recovery.js';
+import { DeadLetters } from './dead-letters.js';
+import { encodeTrailer, readTrailer, trimToBody } from './one-file.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
@@ -57,13 +62,12 @@ export interface QueuedMessage {
 /** A queued message's body: its file, and for a small message just accepted the same bytes. */
 export interface MessageBody {
   path: string;
+  /** Only the file's first `length` bytes are the message (a one-file message: one-file.ts). */
+  length?: number;
   data?: Buffer;
 }
 
-export interface DeadLetter extends QueueEntry {
-  failedAt: number;
-  reason: string;
-}
+export type { DeadLetter } from './dead-letters.js';
 
 export class Spool {
   readonly queueDir: string;
@@ -72,6 +76,8 @@ export class Spool {
   readonly outboxDir: string;
   /** Messages on hold (hold.ts): never attempted until released. */
   readonly held: HoldFolder;
+  /** Messages that could not be delivered, with the reason (dead-letters.ts). */
+  readonly failed: DeadLetters;
   private readonly queueSync: DirSyncer;
   private tmpCounter = 0;
   /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
@@ -84,6 +90,7 @@ export class Spool {
     this.failedDir = path.join(dir, 'failed');
     this.outboxDir = path.join(dir, 'outbox');
     this.held = new HoldFolder(this.queueDir, path.join(dir, 'hold'));
+    this.failed = new DeadLetters(this.failedDir, (id) => this.tmpPath(id, 'json'));
     this.queueSync = new DirSyncer(this.queueDir);
   }
 
@@ -91,13 +98,7 @@ export class Spool {
    * Creates the folders (0700; modes.ts), tightens those left looser, and sweeps what a crash
    * left behind. Returns what was swept, and the folders whose mode was tightened.
    */
-  async init(): Promise<{
-    tmpFiles: number;
-    orphanBodies: number;
-    interruptedMoves: number;
-    reunited: number;
-    tightened: Tightened[];
-  }> {
+  async init(): Promise<Swept & { tightened: Tightened[] }> {
     // The spool's own folder keeps the mode it was given (systemd's StateDirectoryMode, 0750).
     await mkdir(this.dir, { recursive: true, mode: 0o750 });
     const tightened = await tightenDirs([
@@ -109,32 +110,7 @@ export class Spool {
       path.join(this.dir, 'tls'),
     ]);
     for (const dir of [this.queueDir, this.tmpDir, this.failedDir]) await makePrivateDir(dir);
-    // Before the sweep below: a body a crash left apart from its envelope is no orphan.
-    const { reunited } = await this.held.init();
-    let tmpFiles = 0;
-    for (const name of await readdir(this.tmpDir)) {
-      await unlink(path.join(this.tmpDir, name)).catch(() => undefined);
-      tmpFiles++;
-    }
-    const names = new Set(await readdir(this.queueDir));
-    let orphanBodies = 0;
-    let interruptedMoves = 0;
-    for (const name of names) {
-      if (name.endsWith('.eml') && !names.has(name.replace(/\.eml$/, '.json'))) {
-        await unlink(path.join(this.queueDir, name)).catch(() => undefined);
-        orphanBodies++;
-      } else if (name.endsWith('.json') && !names.has(name.replace(/\.json$/, '.eml'))) {
-        // An envelope without its body: a move to failed/ was cut short after the body went
-        // (moveToFailed writes the dead letter first). Finish it, or the message would be
-        // retried from a body that is not there until it expired, and bounced twice.
-        const id = name.slice(0, -5);
-        if (await exists(this.failedBodyPath(id))) {
-          await unlink(path.join(this.queueDir, name)).catch(() => undefined);
-          interruptedMoves++;
-        }
-      }
-    }
-    return { tmpFiles, orphanBodies, interruptedMoves, reunited, tightened };
+    return { ...(await sweepCrashLeftovers(this)), tightened };
   }
 
   bodyPath(id: string): string {
@@ -144,6 +120,30 @@ export class Spool {
 
   private metaPath(id: string): string {
     return `${this.queueDir}${path.sep}${id}.json`;
+  }
+
+  /** A new message's one file (one-file.ts). */
+  msgPath(id: string): string {
+    return `${this.queueDir}${path.sep}${id}.msg`;
+  }
+
+  /** Where a queued message's body is read from: its .eml, or the start of its .msg. */
+  bodyOf(entry: QueueEntry): MessageBody {
+    return entry.oneFile
+      ? { path: this.msgPath(entry.id), length: entry.size }
+      : { path: this.bodyPath(entry.id) };
+  }
+
+  /** The bytes a queued message takes on disk; 0 when it is gone. */
+  async storedSize(id: string): Promise<number> {
+    for (const file of [this.msgPath(id), this.bodyPath(id)]) {
+      const size = await stat(file).then(
+        (s) => s.size,
+        () => undefined,
+      );
+      if (size !== undefined) return size;
+    }
+    return 0;
   }
 
   private tmpPath(id: string, ext: string): string {
@@ -160,35 +160,33 @@ export class Spool {
    * queue's first attempt (which then need not read the file back).
    */
   async acceptMessage(body: Readable, entry: NewEntry): Promise<QueuedMessage> {
-    const bodyFile = this.bodyPath(entry.id);
-    const metaFile = this.metaPath(entry.id);
-    const fds: number[] = [];
+    const file = this.msgPath(entry.id);
+    let fd: number | undefined;
     this.receiving.add(entry.id);
     // Alone, a message is written inline; alongside others, through the thread pool (fsync.ts).
     const ops = this.receiving.size === 1 ? inline : pooled;
     try {
-      fds.push(await ops.open(bodyFile, 'wx', PRIVATE_FILE_MODE));
-      fds.push(await ops.open(metaFile, 'wx', PRIVATE_FILE_MODE));
-      const [bodyFd, metaFd] = fds as [number, number];
-      // Their names reach the disk while the body arrives (see the top of this file).
-      const namesSynced = this.queueSync.sync();
-      namesSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
-      const { bytes, crc32, kept } = await streamInto(ops, bodyFd, body, KEPT_BODY_MAX);
-      const full: QueueEntry = { ...entry, size: bytes, bodyCrc32: crc32 };
-      // The envelope is written before either fsync starts, so that one journal commit can take
-      // both files' data to the disk.
-      await writeAll(metaFd, Buffer.from(JSON.stringify(full)), ops);
-      const steps = await Promise.allSettled([syncFd(bodyFd), syncFd(metaFd), namesSynced]);
+      fd = await ops.open(file, 'wx', PRIVATE_FILE_MODE);
+      // Its name reaches the disk while the body arrives (see the top of this file).
+      const nameSynced = this.queueSync.sync();
+      nameSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
+      let full: QueueEntry | undefined;
+      // The envelope follows the body, in the same write as its last bytes.
+      const { kept } = await streamInto(ops, fd, body, KEPT_BODY_MAX, ({ bytes, crc32 }) => {
+        full = { ...entry, size: bytes, bodyCrc32: crc32 };
+        return encodeTrailer(full);
+      });
+      const steps = await Promise.allSettled([syncFd(fd), nameSynced]);
       const failed = steps.find((step) => step.status === 'rejected');
       if (failed) throw failed.reason;
       // Durable already: a failed close cannot undo that, and the descriptor is gone either way.
-      await Promise.all(fds.splice(0).map((fd) => closeQuietly(fd, ops)));
-      return kept ? { entry: full, body: kept } : { entry: full };
+      await closeQuietly(fd, ops);
+      fd = undefined;
+      const queued: QueueEntry = { ...full!, oneFile: true };
+      return kept ? { entry: queued, body: kept } : { entry: queued };
     } catch (err) {
-      await Promise.all(fds.map((fd) => closeQuietly(fd, ops)));
-      // The .json first: without it the body is not a message.
-      await unlink(metaFile).catch(() => undefined);
-      await unlink(bodyFile).catch(() => undefined);
+      if (fd !== undefined) await closeQuietly(fd, ops);
+      await unlink(file).catch(() => undefined);
       throw err;
     } finally {
       this.receiving.delete(entry.id);
@@ -202,7 +200,8 @@ export class Spool {
   async verifyBody(entry: QueueEntry): Promise<boolean> {
     if (entry.bodyCrc32 === undefined) return true;
     try {
-      return (await fileCrc32(this.bodyPath(entry.id))) === entry.bodyCrc32;
+      const { path: file, length } = this.bodyOf(entry);
+      return (await fileCrc32(file, length)) === entry.bodyCrc32;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
@@ -214,8 +213,9 @@ export class Spool {
    * received now, or the debris of a crash during its reception (see sweepIfIncomplete).
    */
   async read(id: string): Promise<QueueEntry | undefined> {
+    // The .json first: once written, it is the state (a .msg beside it is a split under way).
     const text = await this.readMeta(id);
-    if (text === undefined) return undefined;
+    if (text === undefined) return readTrailer(this.msgPath(id));
     try {
       return JSON.parse(text) as QueueEntry;
     } catch {
@@ -231,7 +231,13 @@ export class Spool {
   async sweepIfIncomplete(id: string): Promise<boolean> {
     if (this.receiving.has(id)) return false;
     const text = await this.readMeta(id);
-    if (text === undefined) return false;
+    if (text === undefined) {
+      // A .msg without a whole envelope: its reception was cut short.
+      const file = this.msgPath(id);
+      if ((await readTrailer(file)) || !(await fileExists(file))) return false;
+      await unlinkFile(file).catch(() => undefined);
+      return true;
+    }
     try {
       JSON.parse(text);
       return false;
@@ -253,16 +259,44 @@ export class Spool {
   async update(entry: QueueEntry): Promise<void> {
     // The body is durable by now (its fsync was seen, or verifyBody checked it): no more check.
     const { bodyCrc32: _checked, ...state } = entry;
+    await this.writeState(state);
+  }
+
+  /** Writes a message's .json durably and, if it was one file, splits it (see the top). */
+  private async writeState(entry: QueueEntry): Promise<void> {
+    const { oneFile, ...state } = entry;
     await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(state));
+    if (oneFile) await trimToBody(this.msgPath(entry.id), this.bodyPath(entry.id), entry.size);
     await this.queueSync.sync();
   }
 
-  /** Removes a message that is done. The .json goes first, so a crash leaves at most a body to sweep. */
-  async remove(id: string): Promise<boolean> {
+  /**
+   * Splits a one-file message (one-file.ts) into its .json and .eml, for what moves or shows
+   * those (a hold, a dead letter). Nothing to do for any other id.
+   */
+  private async split(id: string): Promise<void> {
+    if (!(await fileExists(this.msgPath(id)))) return;
+    const entry = await this.read(id);
+    if (entry) await this.writeState({ ...entry, oneFile: true });
+  }
+
+  /**
+   * Removes a message that is done. The .json goes first, so a crash leaves at most a body to
+   * sweep. `oneFile`: the caller knows it is still one file (just delivered), so one unlink.
+   */
+  async remove(id: string, oneFile = false): Promise<boolean> {
+    const removedMsg = await unlinkFile(this.msgPath(id)).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return false;
+        throw err;
+      },
+    );
+    if (oneFile) return removedMsg;
     try {
       await unlinkFile(this.metaPath(id));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return removedMsg;
       throw err;
     }
     await unlinkFile(this.bodyPath(id)).catch(() => undefined);
@@ -274,6 +308,7 @@ export class Spool {
    * queue must forget() it first (queue-admin.ts does), so no kept copy is used later.
    */
   async hold(id: string): Promise<boolean> {
+    await this.split(id);
     return this.held.hold(id);
   }
 
@@ -305,23 +340,22 @@ export class Spool {
   /** Ids of all queued messages, in no order (the oldest is the smallest). */
   async ids(): Promise<string[]> {
     const names = await readdir(this.queueDir);
-    return names
-      .filter((n) => n.endsWith('.json'))
-      .map((n) => n.slice(0, -5))
-      .filter((id) => QUEUE_ID_PATTERN.test(id));
+    const ids = new Set<string>();
+    for (const name of names) {
+      const id = name.endsWith('.json') ? name.slice(0, -5) : name.endsWith('.msg') ? name.slice(0, -4) : '';
+      if (QUEUE_ID_PATTERN.test(id)) ids.add(id);
+    }
+    return [...ids];
   }
 
   /** Moves a message to failed/ (the dead letters) with the reason it could not be delivered. */
-  async moveToFailed(entry: QueueEntry, reason: string): Promise<void> {
+  async moveToFailed(queued: QueueEntry, reason: string): Promise<void> {
+    if (queued.oneFile) await this.writeState(queued);
+    const { oneFile: _split, ...entry } = queued;
     // Dead letter first, then the body, then the queue's envelope: a crash at any point
     // leaves either the message still queued, or a complete dead letter that init() finishes.
-    const dead: DeadLetter = { ...entry, failedAt: Date.now(), reason };
-    await replaceFileDurably(
-      this.tmpPath(entry.id, 'json'),
-      this.failedMetaPath(entry.id),
-      JSON.stringify(dead, null, 2),
-    );
-    const body = this.failedBodyPath(entry.id);
+    await this.failed.write({ ...entry, failedAt: Date.now(), reason });
+    const body = this.failed.bodyPath(entry.id);
     await rename(this.bodyPath(entry.id), body).catch(async (err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
@@ -329,44 +363,9 @@ export class Spool {
     await unlink(this.metaPath(entry.id)).catch(() => undefined);
   }
 
-  async listFailed(): Promise<DeadLetter[]> {
-    const names = await readdir(this.failedDir).catch(() => [] as string[]);
-    const out: DeadLetter[] = [];
-    for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-      // A half-written dead letter cannot exist (written via rename); foreign files are skipped.
-      const dead = await this.readFailed(name.slice(0, -5));
-      if (dead) out.push(dead);
-    }
-    return out;
-  }
-
-  failedBodyPath(id: string): string {
-    return path.join(this.failedDir, `${id}.eml`);
-  }
-
-  private failedMetaPath(id: string): string {
-    return path.join(this.failedDir, `${id}.json`);
-  }
-
-  /** One dead letter, or undefined when there is none by that id. */
-  readFailed(id: string): Promise<DeadLetter | undefined> {
-    return readJsonFile<DeadLetter>(this.failedMetaPath(id));
-  }
-
-  /** Deletes a dead letter for good. False when there is none by that id. */
-  async removeFailed(id: string): Promise<boolean> {
-    try {
-      await unlink(this.failedMetaPath(id));
-    } catch {
-      return false;
-    }
-    await unlink(this.failedBodyPath(id)).catch(() => undefined);
-    return true;
-  }
-
   /** Puts a dead letter back in the queue, its failed recipients pending again. */
   async requeue(id: string, now = Date.now()): Promise<QueueEntry | undefined> {
-    const dead = await this.readFailed(id);
+    const dead = await this.failed.read(id);
     if (!dead) return undefined;
     const { failedAt: _f, reason: _r, ...entry } = dead;
     const requeued: QueueEntry = {
@@ -376,11 +375,10 @@ export class Spool {
       attempts: 0,
       nextAttemptAt: now,
     };
-    await copyFile(this.failedBodyPath(id), this.bodyPath(id));
+    await copyFile(this.failed.bodyPath(id), this.bodyPath(id));
     await fsyncFile(this.bodyPath(id));
     await this.update(requeued);
-    await unlink(this.failedMetaPath(id));
-    await unlink(this.failedBodyPath(id)).catch(() => undefined);
+    await this.failed.remove(id);
     return requeued;
   }
 
@@ -399,11 +397,4 @@ export class Spool {
       return false;
     }
   }
-}
-
-async function exists(file: string): Promise<boolean> {
-  return stat(file).then(
-    () => true,
-    () => false,
-  );
 }

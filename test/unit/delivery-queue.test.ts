@@ -108,7 +108,7 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     assert.deepEqual(q.courier.calls, [
       { id, from: 'app@corp.example', recipients: ['a@example.com', 'b@example.com'] },
     ]);
-    assert.deepEqual(await q.spool.listFailed(), []);
+    assert.deepEqual(await q.spool.failed.list(), []);
     await q.dq.stop();
   });
 
@@ -137,7 +137,7 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     assert.deepEqual(bounce?.recipients, ['app@corp.example'], 'the DSN goes to the envelope sender');
     assert.equal(bounce?.from, '', 'from the null sender');
     assert.equal(q.courier.calls.length, 2);
-    const [dead] = await q.spool.listFailed();
+    const [dead] = await q.spool.failed.list();
     assert.equal(dead?.id, id);
     assert.match(dead!.reason, /bad@example\.com: 550 5\.1\.1/);
     assert.deepEqual(
@@ -156,7 +156,7 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
       q.courier.calls.map((c) => c.recipients[0]),
       ['bad@example.com', 'app@corp.example'],
     );
-    assert.equal((await q.spool.listFailed()).length, 2, 'the message and its bounce, each kept once');
+    assert.equal((await q.spool.failed.list()).length, 2, 'the message and its bounce, each kept once');
     await q.dq.stop();
   });
 
@@ -167,7 +167,7 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     await q.idle();
     const attempts = q.courier.calls.filter((c) => c.id === id).length;
     assert.ok(attempts >= 2, `retried before giving up (${attempts} attempts)`);
-    const [dead] = await q.spool.listFailed();
+    const [dead] = await q.spool.failed.list();
     assert.match(dead!.reason, /^expired after \d+ attempts/);
     assert.ok(
       q.courier.calls.some((c) => c.recipients[0] === 'app@corp.example'),
@@ -220,25 +220,31 @@ describe('DeliveryQueue', { timeout: 60_000 }, () => {
     const whole = await q.add('app@corp.example', ['a@example.com'], false);
     const cut = await q.add('app@corp.example', ['b@example.com'], false);
     // Queued before the scheduler runs, by id (as after a restart): everything is read from the disk.
-    await fs.truncate(q.spool.bodyPath(cut), 5);
-    // A reception the crash interrupted: its envelope was still empty.
+    // Its envelope reached the disk, the start of its body did not (pages go in any order).
+    const cutFile = await fs.open(path.join(q.spool.queueDir, `${cut}.msg`), 'r+');
+    await cutFile.write(Buffer.alloc(5), 0, 5, 0);
+    await cutFile.close();
+    // Receptions the crash interrupted: a .msg with no envelope yet, and (an older version's
+    // layout) a body whose envelope was still empty.
+    const torn = newQueueId();
+    await fs.writeFile(path.join(q.spool.queueDir, `${torn}.msg`), 'Subject: torn\r\n');
     const half = newQueueId();
     await fs.writeFile(path.join(q.spool.queueDir, `${half}.eml`), 'Subject: half');
     await fs.writeFile(path.join(q.spool.queueDir, `${half}.json`), '');
-    assert.equal(await q.dq.start(), 3);
+    assert.equal(await q.dq.start(), 4);
     await q.idle();
     assert.deepEqual(
       q.courier.calls.map((c) => c.id),
       [whole],
       'only the complete message went to the courier',
     );
-    const failed = await q.spool.listFailed();
+    const failed = await q.spool.failed.list();
     assert.deepEqual(
       failed.map((f) => f.id),
       [cut],
     );
     assert.match(failed[0]!.reason, /does not match its checksum/);
-    assert.deepEqual(await fs.readdir(q.spool.queueDir), [], 'the half-received message was swept');
+    assert.deepEqual(await fs.readdir(q.spool.queueDir), [], 'the half-received messages were swept');
     await q.dq.stop();
   });
 });

@@ -132,9 +132,9 @@ describe('the queued item through the queue', { timeout: 30_000 }, () => {
     const q = await setup();
     const queued = await q.accept('Subject: kept\r\n\r\nhello\r\n');
     assert.ok(queued.body, 'small: the body came with the item');
-    // Were the first attempt to read the files it would find no message at all.
-    await fs.unlink(q.spool.bodyPath(queued.entry.id));
-    await fs.writeFile(path.join(q.spool.queueDir, `${queued.entry.id}.json`), '');
+    // Were the first attempt to read the file it would find another body.
+    const file = path.join(q.spool.queueDir, `${queued.entry.id}.msg`);
+    await fs.writeFile(file, (await fs.readFile(file, 'latin1')).replace('hello', 'HELLO'), 'latin1');
     q.dq.enqueue(queued);
     await q.until('the first attempt', () => q.seen.length === 1);
     assert.deepEqual(q.seen[0], {

@@ -13,7 +13,7 @@ async function spoolWithOne(): Promise<{ spool: Spool; id: string }> {
   const spool = new Spool(path.join(await makeTempDir('hold'), 'data'));
   await spool.init();
   const id = newQueueId();
-  await spool.acceptBuffer(Buffer.from('Subject: held\r\n\r\nbody\r\n'), {
+  const accepted = await spool.acceptBuffer(Buffer.from('Subject: held\r\n\r\nbody\r\n'), {
     id,
     from: 'app@corp.example',
     originalFrom: 'app@corp.example',
@@ -24,6 +24,8 @@ async function spoolWithOne(): Promise<{ spool: Spool; id: string }> {
     attempts: 0,
     nextAttemptAt: Date.now(),
   });
+  // Split into <id>.eml and <id>.json, as a first retry (or a hold) leaves it.
+  await spool.update(accepted);
   return { spool, id };
 }
 

@@ -1,5 +1,6 @@
-// The durable spool: a message is a body and an envelope in queue/, written through tmp/;
-// a failed write leaves nothing; start-up sweeps what a crash left; dead letters and requeue.
+// The durable spool: a new message is one file in queue/ (its body, then its envelope), split
+// into a body and an envelope at its first change of state; a failed write leaves nothing;
+// start-up sweeps what a crash left; dead letters and requeue.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { newQueueId, pendingRecipients, QUEUE_ID_PATTERN, type QueueEntry } from '../../src/spool/entry.js';
 import { KEPT_BODY_MAX, Spool, type NewEntry } from '../../src/spool/spool.js';
+import { storedBody as bodyOf } from '../helpers/stored-body.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 async function newSpool(): Promise<Spool> {
@@ -48,7 +50,7 @@ describe('queue ids', () => {
 });
 
 describe('Spool', () => {
-  test('accept writes <id>.eml and <id>.json into queue/, nothing left in tmp/', async () => {
+  test('accept writes one file, <id>.msg, into queue/: the body, then the envelope', async () => {
     const spool = await newSpool();
     const e = entry();
     const stored = await spool.accept(
@@ -56,11 +58,15 @@ describe('Spool', () => {
       e,
     );
     assert.equal(stored.size, 20);
-    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.eml`, `${e.id}.json`]);
+    assert.equal(stored.oneFile, true);
+    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.msg`]);
     assert.deepEqual(await ls(spool.tmpDir), []);
-    assert.equal(await fs.readFile(spool.bodyPath(e.id), 'utf8'), 'Subject: a\r\n\r\nbody\r\n');
-    assert.deepEqual(await spool.read(e.id), stored);
-    assert.equal((await fs.stat(spool.bodyPath(e.id))).size, 20);
+    const file = await fs.readFile(path.join(spool.queueDir, `${e.id}.msg`), 'utf8');
+    assert.ok(file.startsWith('Subject: a\r\n\r\nbody\r\n{"id":'), file);
+    assert.match(file, /\nSMARTHOST-ENVELOPE-1 \d{10}\n$/);
+    assert.equal((await bodyOf(spool, stored)).toString(), 'Subject: a\r\n\r\nbody\r\n');
+    assert.deepEqual(await spool.read(e.id), stored, 'read back from the file, as accepted');
+    assert.deepEqual(await spool.list(), [e.id]);
   });
 
   test('a stream that fails midway leaves no file anywhere', async () => {
@@ -83,7 +89,7 @@ describe('Spool', () => {
     const stored = await spool.accept(Readable.from(chunks), e);
     const expected = Buffer.concat(chunks);
     assert.equal(stored.size, expected.length);
-    assert.ok((await fs.readFile(spool.bodyPath(e.id))).equals(expected));
+    assert.ok((await bodyOf(spool, stored)).equals(expected));
   });
 
   test('messages received together are written alike, and a failure leaves only the others', async () => {
@@ -108,22 +114,39 @@ describe('Spool', () => {
       spool.accept(failing, entry()),
     ]);
     first.end('alpha\r\n');
-    await acceptedA;
+    const storedA = await acceptedA;
     assert.deepEqual(
       results.map((r) => r.status),
       ['fulfilled', 'fulfilled', 'rejected'],
     );
-    assert.equal(await fs.readFile(spool.bodyPath(a.id), 'utf8'), 'Subject: a\r\n\r\nalpha\r\n');
-    assert.ok((await fs.readFile(spool.bodyPath(b.id))).equals(small));
-    assert.ok((await fs.readFile(spool.bodyPath(c.id))).equals(large));
+    const [storedB, storedC] = results.map((r) => (r.status === 'fulfilled' ? r.value : undefined));
+    assert.equal((await bodyOf(spool, storedA)).toString(), 'Subject: a\r\n\r\nalpha\r\n');
+    assert.ok((await bodyOf(spool, storedB!)).equals(small));
+    assert.ok((await bodyOf(spool, storedC!)).equals(large));
     for (const e of [a, b, c]) assert.equal((await spool.read(e.id))?.id, e.id);
     const ids = [a, b, c].map((e) => e.id);
-    assert.deepEqual(await ls(spool.queueDir), ids.flatMap((id) => [`${id}.eml`, `${id}.json`]).sort());
+    assert.deepEqual(await ls(spool.queueDir), ids.map((id) => `${id}.msg`).sort());
+  });
+
+  test('the first update splits a message into <id>.eml and <id>.json, the body cut back to itself', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: s\r\n\r\nx\r\n')]), entry());
+    await spool.update({ ...stored, attempts: 1 });
+    assert.deepEqual(await ls(spool.queueDir), [`${stored.id}.eml`, `${stored.id}.json`]);
+    assert.deepEqual(await ls(spool.tmpDir), []);
+    assert.equal(await fs.readFile(spool.bodyPath(stored.id), 'utf8'), 'Subject: s\r\n\r\nx\r\n');
+    const read = await spool.read(stored.id);
+    assert.equal(read?.attempts, 1);
+    assert.equal(read?.oneFile, undefined, 'split: never written to the .json');
+    assert.equal(read?.size, stored.size);
+    assert.deepEqual(spool.bodyOf(read!), { path: spool.bodyPath(stored.id) });
   });
 
   test('update rewrites the envelope only; the body file is the same file', async () => {
     const spool = await newSpool();
-    const stored = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
+    const first = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
+    await spool.update({ ...first, attempts: 0 });
+    const { oneFile: _split, ...stored } = first;
     const before = await fs.stat(spool.bodyPath(stored.id));
     const changed: QueueEntry = {
       ...stored,
@@ -145,12 +168,17 @@ describe('Spool', () => {
     assert.deepEqual(await ls(spool.tmpDir), []);
   });
 
-  test('remove deletes both files; read then says undefined', async () => {
+  test('remove deletes a message in either layout; read then says undefined', async () => {
     const spool = await newSpool();
-    const stored = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
-    assert.equal(await spool.remove(stored.id), true);
-    assert.equal(await spool.remove(stored.id), false);
-    assert.equal(await spool.read(stored.id), undefined);
+    const one = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
+    const split = await spool.accept(Readable.from([Buffer.from('y\r\n')]), entry());
+    await spool.update(split);
+    assert.equal(await spool.remove(one.id, true), true);
+    assert.equal(await spool.remove(split.id), true);
+    for (const { id } of [one, split]) {
+      assert.equal(await spool.remove(id), false);
+      assert.equal(await spool.read(id), undefined);
+    }
     assert.deepEqual(await ls(spool.queueDir), []);
   });
 
@@ -181,16 +209,18 @@ describe('Spool', () => {
       orphanBodies: 1,
       interruptedMoves: 0,
       reunited: 0,
+      splitsFinished: 0,
       tightened: [],
     });
     assert.deepEqual(await ls(again.tmpDir), []);
     assert.deepEqual(await again.list(), [kept.id]);
-    assert.deepEqual(await ls(again.queueDir), [`${kept.id}.eml`, `${kept.id}.json`]);
+    assert.deepEqual(await ls(again.queueDir), [`${kept.id}.msg`]);
     assert.deepEqual(await again.init(), {
       tmpFiles: 0,
       orphanBodies: 0,
       interruptedMoves: 0,
       reunited: 0,
+      splitsFinished: 0,
       tightened: [],
     });
   });
@@ -209,11 +239,12 @@ describe('Spool', () => {
       orphanBodies: 0,
       interruptedMoves: 1,
       reunited: 0,
+      splitsFinished: 0,
       tightened: [],
     });
     assert.deepEqual(await again.list(), [other.id]);
     assert.deepEqual(
-      (await again.listFailed()).map((d) => d.id),
+      (await again.failed.list()).map((d) => d.id),
       [stored.id],
     );
   });
@@ -227,7 +258,7 @@ describe('Spool', () => {
     assert.deepEqual(await spool.list(), []);
     assert.deepEqual(await ls(spool.queueDir), []);
     assert.deepEqual(await ls(spool.failedDir), [`${stored.id}.eml`, `${stored.id}.json`]);
-    const [dead] = await spool.listFailed();
+    const [dead] = await spool.failed.list();
     assert.equal(dead?.id, stored.id);
     assert.equal(dead?.reason, 'b@example.com: 550 5.1.1 gone');
     assert.equal(typeof dead?.failedAt, 'number');
@@ -253,10 +284,7 @@ describe('Spool', () => {
     const small = await spool.acceptMessage(Readable.from(chunks), entry());
     assert.deepEqual(small.entry, await spool.read(small.entry.id), 'the state as on disk');
     assert.ok(small.body, 'its body kept in memory');
-    assert.ok(
-      small.body.equals(await fs.readFile(spool.bodyPath(small.entry.id))),
-      'the same bytes as the file',
-    );
+    assert.ok(small.body.equals(await bodyOf(spool, small.entry)), 'the same bytes as the file');
 
     const exact = await spool.acceptMessage(Readable.from([Buffer.alloc(KEPT_BODY_MAX, 0x61)]), entry());
     assert.equal(exact.body?.length, KEPT_BODY_MAX, 'up to 64 KB kept');
@@ -281,15 +309,15 @@ describe('Spool', () => {
 });
 
 describe('Spool: what a crash during a reception leaves', () => {
-  test('both files are in queue/ while the body arrives, and are not swept while it does', async () => {
+  test('the .msg is in queue/ while the body arrives, and is not swept while it does', async () => {
     const spool = await newSpool();
     const e = entry();
     const body = new PassThrough();
     const accepting = spool.accept(body, e);
     body.write('Subject: slow\r\n\r\n');
-    for (let i = 0; i < 200 && (await ls(spool.queueDir)).length < 2; i++)
+    for (let i = 0; i < 200 && (await ls(spool.queueDir)).length < 1; i++)
       await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.eml`, `${e.id}.json`]);
+    assert.deepEqual(await ls(spool.queueDir), [`${e.id}.msg`]);
     assert.equal(await spool.read(e.id), undefined, 'not a message until it is complete');
     assert.equal(await spool.sweepIfIncomplete(e.id), false, 'swept while being received');
     body.end('the end\r\n');
@@ -318,13 +346,99 @@ describe('Spool: what a crash during a reception leaves', () => {
     );
     assert.equal(typeof stored.bodyCrc32, 'number');
     assert.equal(await spool.verifyBody(stored), true);
+    // A hole in the body of a .msg whose envelope did reach the disk (pages go in any order).
+    const msg = path.join(spool.queueDir, `${stored.id}.msg`);
+    const whole = await fs.readFile(msg);
+    await fs.writeFile(msg, Buffer.concat([Buffer.alloc(10), whole.subarray(10)]));
+    const readBack = await spool.read(stored.id);
+    assert.ok(readBack, 'the envelope is whole');
+    assert.equal(await spool.verifyBody(readBack), false, 'a hole in a .msg passed');
+    await spool.update(stored); // split, the good body back
+    await fs.writeFile(spool.bodyPath(stored.id), 'Subject: x\r\n\r\nall of it\r\n');
+    assert.equal(await spool.verifyBody({ ...stored, oneFile: undefined }), true);
     await fs.truncate(spool.bodyPath(stored.id), 10);
-    assert.equal(await spool.verifyBody(stored), false, 'a cut body passed');
+    const split = { ...stored, oneFile: undefined };
+    assert.equal(await spool.verifyBody(split), false, 'a cut body passed');
     await fs.writeFile(spool.bodyPath(stored.id), 'Subject: x\r\n\r\nall of iT\r\n');
-    assert.equal(await spool.verifyBody(stored), false, 'a changed byte passed');
+    assert.equal(await spool.verifyBody(split), false, 'a changed byte passed');
     await fs.unlink(spool.bodyPath(stored.id));
-    assert.equal(await spool.verifyBody(stored), false, 'a missing body passed');
-    const { bodyCrc32: _none, ...older } = stored;
+    assert.equal(await spool.verifyBody(split), false, 'a missing body passed');
+    const { bodyCrc32: _none, ...older } = split;
     assert.equal(await spool.verifyBody(older), true, 'an entry without a checksum is taken as it is');
+  });
+});
+
+describe('Spool: one file per new message (one-file.ts)', () => {
+  test('a .msg cut short or torn is not a message, and is swept unless being received', async () => {
+    const spool = await newSpool();
+    const good = await spool.accept(Readable.from([Buffer.from('Subject: g\r\n\r\ngood\r\n')]), entry());
+    const whole = await fs.readFile(path.join(spool.queueDir, `${good.id}.msg`));
+    const damaged = [
+      whole.subarray(0, 12), // the body only: no envelope reached the disk
+      whole.subarray(0, whole.length - 5), // the footer cut
+      Buffer.concat([whole.subarray(0, whole.length - 40), Buffer.alloc(40)]), // zeroes at the end
+      Buffer.from(whole.toString('latin1').replace(/ \d{10}\n$/, ' 9999999999\n'), 'latin1'), // a length that lies
+      Buffer.from(whole.toString('latin1').replace('"size":', '"size":1'), 'latin1'), // sizes that disagree
+    ];
+    for (const bytes of damaged) {
+      const id = newQueueId();
+      await fs.writeFile(path.join(spool.queueDir, `${id}.msg`), bytes);
+      assert.equal(await spool.read(id), undefined, `read: ${bytes.length} bytes`);
+      assert.deepEqual(await spool.list(), [good.id, id].sort(), 'listed until swept');
+      assert.equal(await spool.sweepIfIncomplete(id), true);
+      assert.equal(await spool.sweepIfIncomplete(id), false, 'nothing left to sweep');
+    }
+    assert.deepEqual(await ls(spool.queueDir), [`${good.id}.msg`]);
+    assert.equal(await spool.sweepIfIncomplete(good.id), false, 'a whole message is never swept');
+  });
+
+  test('init finishes a split that a crash cut short after the .json was written', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: s\r\n\r\nsplit\r\n')]), entry());
+    const { oneFile: _one, bodyCrc32: _crc, ...state } = { ...stored, attempts: 1, lastError: '451 later' };
+    await fs.writeFile(path.join(spool.queueDir, `${stored.id}.json`), JSON.stringify(state));
+    const again = new Spool(spool.dir);
+    const swept = await again.init();
+    assert.equal(swept.splitsFinished, 1);
+    assert.deepEqual(await ls(again.queueDir), [`${stored.id}.eml`, `${stored.id}.json`]);
+    assert.equal(await fs.readFile(again.bodyPath(stored.id), 'utf8'), 'Subject: s\r\n\r\nsplit\r\n');
+    assert.deepEqual(await again.read(stored.id), state, 'the .json is the state');
+    assert.equal((await again.init()).splitsFinished, 0, 'done once');
+  });
+
+  test('hold, release and a dead letter split the message first: its .eml is the body alone', async () => {
+    const spool = await newSpool();
+    const held = await spool.accept(Readable.from([Buffer.from('Subject: h\r\n\r\nheld\r\n')]), entry());
+    assert.equal(await spool.hold(held.id), true);
+    assert.deepEqual(await ls(spool.held.holdDir), [`${held.id}.eml`, `${held.id}.json`]);
+    assert.equal(await fs.readFile(spool.held.bodyPath(held.id), 'utf8'), 'Subject: h\r\n\r\nheld\r\n');
+    assert.equal((await spool.held.read(held.id))?.oneFile, undefined);
+    assert.equal(await spool.held.release(held.id), true);
+    assert.equal((await spool.read(held.id))?.size, held.size);
+
+    const dead = await spool.accept(Readable.from([Buffer.from('Subject: d\r\n\r\ndead\r\n')]), entry());
+    await spool.moveToFailed(dead, 'a@example.com: 550 5.1.1 gone');
+    assert.deepEqual(await ls(spool.failedDir), [`${dead.id}.eml`, `${dead.id}.json`]);
+    assert.equal(await fs.readFile(spool.failed.bodyPath(dead.id), 'utf8'), 'Subject: d\r\n\r\ndead\r\n');
+    const [letter] = await spool.failed.list();
+    assert.equal(letter?.oneFile, undefined);
+    assert.deepEqual(await ls(spool.queueDir), [`${held.id}.eml`, `${held.id}.json`]);
+  });
+
+  test('a message queued by an older version (<id>.eml and <id>.json) is read and sent as before', async () => {
+    const spool = await newSpool();
+    const old: QueueEntry = { ...entry(), size: 9 };
+    await fs.writeFile(spool.bodyPath(old.id), 'Subject: \r');
+    await fs.truncate(spool.bodyPath(old.id), 9);
+    await fs.writeFile(path.join(spool.queueDir, `${old.id}.json`), JSON.stringify(old));
+    const again = new Spool(spool.dir);
+    assert.equal((await again.init()).orphanBodies, 0);
+    assert.deepEqual(await again.list(), [old.id]);
+    const read = await again.read(old.id);
+    assert.deepEqual(read, old);
+    assert.deepEqual(again.bodyOf(read!), { path: again.bodyPath(old.id) });
+    assert.equal(await again.storedSize(old.id), 9);
+    assert.equal(await again.remove(old.id), true);
+    assert.deepEqual(await ls(again.queueDir), []);
   });
 });
