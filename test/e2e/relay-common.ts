@@ -57,11 +57,12 @@ export async function filesIn(dir: string): Promise<string[]> {
   }
 }
 
-/** Queue ids of the messages still queued in `<spool>/queue`. */
+/** Queue ids of the messages still queued in `<spool>/queue` (<id>.msg, or <id>.json with its .eml). */
 export async function queuedIds(spoolDir: string): Promise<string[]> {
-  return (await filesIn(path.join(spoolDir, 'queue')))
-    .filter((n) => n.endsWith('.json'))
-    .map((n) => n.slice(0, -5));
+  const ids = (await filesIn(path.join(spoolDir, 'queue')))
+    .filter((n) => n.endsWith('.json') || n.endsWith('.msg'))
+    .map((n) => n.replace(/\.(json|msg)$/, ''));
+  return [...new Set(ids)];
 }
 
 /** The header block of a raw message (without the blank line) and the body after it. */

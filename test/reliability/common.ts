@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { readTrailer } from '../../src/spool/one-file.js';
 import { sendMail, type SendMailResult } from '../helpers/client.js';
 import type { Esp, EspMessage } from '../helpers/esp.js';
 import {
@@ -74,8 +75,10 @@ export const waitUntil = <T>(
 
 /**
  * Every queued message is whole: each <id>.json that holds an envelope has its <id>.eml of the
- * recorded size. Returns the ids. An empty or cut-short .json is not a message (a reception the
- * kill interrupted, never acknowledged): it is counted in `debris`, which the relay sweeps.
+ * recorded size, and each <id>.msg alone ends with a whole envelope whose size is its body's.
+ * Returns the ids. An empty or cut-short .json, or a .msg without a whole envelope, is not a
+ * message (a reception the kill interrupted, never acknowledged): it is counted in `debris`,
+ * which the relay sweeps.
  */
 export async function checkSpoolConsistent(spoolDir: string): Promise<string[] & { debris: number }> {
   const queue = path.join(spoolDir, 'queue');
@@ -83,6 +86,13 @@ export async function checkSpoolConsistent(spoolDir: string): Promise<string[] &
   const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
   const whole: string[] = [];
   let debris = 0;
+  for (const name of names.filter((n) => n.endsWith('.msg'))) {
+    const id = name.slice(0, -4);
+    if (names.includes(`${id}.json`)) continue; // a split under way: the .json says
+    const entry = await readTrailer(path.join(queue, name)).catch(() => undefined);
+    if (entry) whole.push(id);
+    else if (await fs.stat(path.join(queue, name)).catch(() => undefined)) debris++;
+  }
   for (const id of ids) {
     const text = await fs.readFile(path.join(queue, `${id}.json`), 'utf8').catch(() => undefined);
     if (text === undefined) continue; // swept (or delivered) since the listing
@@ -94,6 +104,10 @@ export async function checkSpoolConsistent(spoolDir: string): Promise<string[] &
       continue;
     }
     const stat = await fs.stat(path.join(queue, `${id}.eml`)).catch(() => undefined);
+    if (!stat && names.includes(`${id}.msg`)) {
+      whole.push(id); // a split under way (or cut short: finished at start)
+      continue;
+    }
     if (!stat) {
       // Delivered and removed (.json first, then the body) while this looked: not a fault.
       const stillQueued = await fs.stat(path.join(queue, `${id}.json`)).catch(() => undefined);

@@ -22,6 +22,10 @@ before(async () => {
       limits: { maxConnections: 1000, maxConnectionsPerIp: 5 },
       log: { level: 'warn' },
     },
+    // A small old generation: V8 then collects the garbage of 10,000 sessions as it goes rather
+    // than when it pleases, so RSS measures what is kept (it grew 50-55 MB by GC timing alone
+    // with the default), and a real leak ends the relay, which the last check sees.
+    env: { NODE_OPTIONS: '--max-old-space-size=96' },
   });
 });
 
@@ -73,7 +77,7 @@ test(`${ADDRESSES} distinct client addresses hitting the rate limiter leave memo
     `replies: ${summary}; RSS ${(rssAfterWarmUp / MB).toFixed(1)} MB → ${(rss / MB).toFixed(1)} MB`,
   );
   assert.ok(
-    rss - rssAfterWarmUp < 48 * MB,
+    rss - rssAfterWarmUp < 24 * MB,
     `RSS grew by ${((rss - rssAfterWarmUp) / MB).toFixed(1)} MB over ${ADDRESSES - 1000} more addresses`,
   );
 

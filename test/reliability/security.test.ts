@@ -86,7 +86,7 @@ test("nmap smtp-open-relay's 16 forms from an unauthorised address: all refused,
   }
   t.diagnostic(`16/16 refused (an open relay scores 16/16 the other way)`);
   await sleep(300);
-  const queued = (await filesIn(path.join(relay.spoolDir, 'queue'))).filter((n) => n.endsWith('.json'));
+  const queued = await filesIn(path.join(relay.spoolDir, 'queue'));
   assert.deepEqual(queued, [], 'nothing queued');
   assert.equal(esp.messages.length, 0, 'nothing sent upstream');
 });
