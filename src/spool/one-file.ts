@@ -13,7 +13,14 @@
 // hole in the body (pages reach the disk in any order): the envelope carries the body's CRC-32,
 // checked before the first attempt of a message read back after a restart. A file whose footer
 // or envelope does not parse was never acknowledged (the 250 follows the fsync) and is swept.
+//
+// The body comes from a client, and a crash may cut a file short just after a part of it: a
+// body that ended in an envelope and footer of its own must never be taken for ours (its own
+// recipients, past the source's policy). It cannot: the footer has bare LFs, which no stored
+// body has (every line end is CRLF: rewrite/line-endings.ts), and the envelope must name the
+// file's own queue id, which has 40 random bits and is told to the client only in the 250.
 import fs from 'node:fs';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { QueueEntry } from './entry.js';
 
@@ -37,6 +44,7 @@ export function encodeTrailer(entry: QueueEntry): Buffer {
  * a whole one (a reception a crash cut short: no footer, a torn envelope, sizes that disagree).
  */
 export async function readTrailer(file: string): Promise<QueueEntry | undefined> {
+  const id = path.basename(file, '.msg');
   let handle: fs.promises.FileHandle;
   try {
     handle = await fs.promises.open(file, 'r');
@@ -59,7 +67,9 @@ export async function readTrailer(file: string): Promise<QueueEntry | undefined>
     const json = Buffer.alloc(length);
     await handle.read(json, 0, length, bodySize);
     const entry = parseEnvelope(json.toString('utf8'));
-    if (!entry || entry.size !== bodySize) return undefined;
+    if (!entry || entry.id !== id || entry.size !== bodySize || typeof entry.bodyCrc32 !== 'number') {
+      return undefined;
+    }
     return { ...entry, oneFile: true };
   } finally {
     await handle.close();
