@@ -41,6 +41,16 @@ test('smtp-server still has the shape server-adapter.ts copies (connect and init
     }`),
     'SMTPConnection.prototype.init changed: review src/smtp/server-adapter.ts against the new version',
   );
+  // AdapterConnection.handler_QUIT replaces this one: the same reply, then close().
+  assert.equal(
+    squash(SMTPConnection.prototype.handler_QUIT.toString()),
+    squash(`handler_QUIT(command, callback) {
+        this.send(221, 'Bye');
+        this.close();
+        callback();
+    }`),
+    'SMTPConnection.prototype.handler_QUIT changed: review src/smtp/server-adapter.ts against the new version',
+  );
   for (const method of ['_setListeners', 'connectionReady', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `SMTPConnection.${method} is gone`);
   }
@@ -314,4 +324,53 @@ test('the deadline: trickled bytes do not extend it; a complete line does', asyn
   socket.destroy();
   assert.equal(got.match(/^250 /gm)?.length, 4, got);
   assert.doesNotMatch(got, /421/);
+});
+
+test('QUIT: the 221 arrives whole, then the server closes; a client leaving with a reset is no error', async (t) => {
+  const errors: Error[] = [];
+  const closed: string[] = [];
+  const server = new AdapterServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    closeTimeout: 100,
+    disableReverseLookup: true,
+    onConnect: (_session, cb) => cb(),
+    onClose: (session) => closed.push(session.id),
+    hooks: { greetAtOnce: () => true },
+  });
+  server.on('error', (err) => errors.push(err));
+  const port = await listen(server);
+  t.after(() => close(server));
+
+  // A polite client: reads the 221 and then the server's FIN.
+  const text = await new Promise<string>((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let got = '';
+    socket.on('error', () => undefined);
+    socket.once('data', () => socket.write('EHLO a.test\r\nQUIT\r\n'));
+    socket.on('data', (chunk: Buffer) => (got += chunk.toString('latin1')));
+    socket.on('end', () => resolve(got));
+  });
+  assert.match(text, /\r\n221 Bye\r\n$/, text);
+
+  // One that resets the connection as soon as it has the 221 (SO_LINGER 0, as smtp-source does).
+  const reset = await new Promise<string>((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let got = '';
+    socket.on('error', () => undefined);
+    socket.once('data', () => socket.write('QUIT\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      got += chunk.toString('latin1');
+      if (/\r\n221 /.test(got)) socket.resetAndDestroy();
+    });
+    socket.on('close', () => resolve(got));
+  });
+  assert.match(reset, /\r\n221 Bye\r\n$/, reset);
+  for (let i = 0; i < 50 && (closed.length < 2 || server.connections.size > 0); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(closed.length, 2, 'onClose ran for both sessions');
+  assert.equal(server.connections.size, 0);
+  assert.deepEqual(errors, []);
 });
