@@ -4,10 +4,11 @@
 // smtp-server's early-talker check.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import net from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { AdapterServer } from '../../src/smtp/server-adapter.js';
+import { AdapterServer, base32Id, sessionId } from '../../src/smtp/server-adapter.js';
 import { startRelay } from '../helpers/relay.js';
 
 const squash = (source: string) => source.replace(/\s+/g, ' ').trim();
@@ -50,6 +51,11 @@ test('smtp-server still has the shape server-adapter.ts copies (connect and init
         callback();
     }`),
     'SMTPConnection.prototype.handler_QUIT changed: review src/smtp/server-adapter.ts against the new version',
+  );
+  // AdapterServer._handleProxy copies the branch for peers without a PROXY header.
+  assert.match(
+    sourceOf(SMTPServer.prototype._handleProxy),
+    /let socketOptions = \{ id: BigInt\('0x' \+ crypto\.randomBytes\(10\)\.toString\('hex'\)\) \.toString\(32\) \.padStart\(16, '0'\) \}; if \(!this\._expectsProxyHeader\(socket\)\) \{ socketOptions\.ignore = this\.options\.ignoredHosts && this\.options\.ignoredHosts\.includes\(socket\.remoteAddress\); setImmediate\(\(\) => callback\(null, socketOptions\)\); return; \}/,
   );
   for (const method of ['_setListeners', 'connectionReady', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `SMTPConnection.${method} is gone`);
@@ -373,4 +379,18 @@ test('QUIT: the 221 arrives whole, then the server closes; a client leaving with
   assert.equal(closed.length, 2, 'onClose ran for both sessions');
   assert.equal(server.connections.size, 0);
   assert.deepEqual(errors, []);
+});
+
+test('session ids: the format smtp-server makes, from the same 80 random bits', () => {
+  const samples = [Buffer.alloc(10), Buffer.alloc(10, 0xff), Buffer.from('0123456789abcdef0123', 'hex')];
+  for (let i = 0; i < 200; i++) samples.push(crypto.randomBytes(10));
+  for (const bytes of samples) {
+    const expected = BigInt(`0x${bytes.toString('hex')}`)
+      .toString(32)
+      .padStart(16, '0');
+    assert.equal(base32Id(Buffer.concat([Buffer.alloc(3), bytes]), 3), expected);
+  }
+  const ids = new Set(Array.from({ length: 1000 }, () => sessionId()));
+  assert.equal(ids.size, 1000);
+  for (const id of ids) assert.match(id, /^[0-9a-v]{16}$/);
 });
