@@ -20,11 +20,14 @@
 // - connection._handlerPending, _dataStream, _parser._dataMode, _nextHandler: whose turn it is.
 // - connection.handler_QUIT(), replaced (AdapterConnection): a plain socket is closed as soon as
 //   the 221 is in the kernel, not half-closed to wait for the client's side (see there).
+// - server.server._handle.setNoDelay() and net.Socket's kSetNoDelay flag: TCP_NODELAY is set once
+//   on the listening socket, which Linux passes on to every socket it accepts, and Node is told
+//   so (instead of one setsockopt per connection, from smtp-server's constructor).
 // - server._handleProxy() and _expectsProxyHeader(): on proxyProtocol listeners the PROXY
 //   header is read by proxy-reader.ts (v1 and v2) instead of the library's reader (v1 only);
 //   the library keeps its pre-connect guard (timeout, maxClients) around the call.
 import crypto from 'node:crypto';
-import type net from 'node:net';
+import net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
@@ -77,17 +80,51 @@ export interface AdapterServerOptions extends SMTPServerOptions {
 /** Enhanced status code at the start of a reply text (RFC 3463). */
 const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(?:\s|$)/;
 
+/** net.Socket's record of TCP_NODELAY (setNoDelay() calls the kernel only when it changes). */
+const kSetNoDelay = Object.getOwnPropertySymbols(new net.Socket()).find(
+  (s) => s.description === 'kSetNoDelay',
+);
+
 export class AdapterServer extends SMTPServer {
   private readonly hooks: AdapterHooks;
+  /** The local end of every socket accepted here, when the listener is bound to one address. */
+  private localEndpoint: { address: string; port: number } | undefined;
+  /** Whether accepted sockets come with TCP_NODELAY set (inherited from the listening socket). */
+  private noDelayInherited = false;
 
   constructor(options: AdapterServerOptions) {
     const { hooks, ...rest } = options;
     super(rest);
     this.hooks = hooks ?? {};
+    this.server.on('listening', () => this.listening());
+  }
+
+  /**
+   * Two system calls per connection made once: smtp-server asks each socket for its local address
+   * (getsockname), which for a listener bound to one address is that address; and it sets
+   * TCP_NODELAY on each (setsockopt), which Linux copies from the listening socket at accept.
+   */
+  private listening(): void {
+    const address = this.server.address();
+    this.localEndpoint =
+      address && typeof address === 'object' && address.address !== '0.0.0.0' && address.address !== '::'
+        ? { address: address.address, port: address.port }
+        : undefined;
+    const handle = (this.server as unknown as { _handle?: { setNoDelay?: (enable: boolean) => number } })
+      ._handle;
+    this.noDelayInherited =
+      process.platform === 'linux' &&
+      kSetNoDelay !== undefined &&
+      typeof handle?.setNoDelay === 'function' &&
+      handle.setNoDelay(true) === 0;
   }
 
   /** Same as SMTPServer.connect(), but trusted clients skip init()'s 100 ms greeting timer. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    // Already set in the kernel: smtp-server's setNoDelay(true) then makes no system call.
+    if (this.noDelayInherited && !(socket as tls.TLSSocket).encrypted) {
+      (socket as unknown as Record<symbol, boolean>)[kSetNoDelay!] = true;
+    }
     const connection = new AdapterConnection(this, socket, socketOptions);
     install(connection, this.hooks);
     this.connections.add(connection);
@@ -118,6 +155,9 @@ export class AdapterServer extends SMTPServer {
     const socketOptions = {
       id: sessionId(),
       ignore: ignoredHosts && ignoredHosts.includes(socket.remoteAddress!),
+      // undefined: smtp-server asks the socket
+      localAddress: this.localEndpoint?.address,
+      localPort: this.localEndpoint?.port,
     };
     setImmediate(() => callback(null, socketOptions));
   }

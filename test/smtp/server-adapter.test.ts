@@ -57,6 +57,24 @@ test('smtp-server still has the shape server-adapter.ts copies (connect and init
     sourceOf(SMTPServer.prototype._handleProxy),
     /let socketOptions = \{ id: BigInt\('0x' \+ crypto\.randomBytes\(10\)\.toString\('hex'\)\) \.toString\(32\) \.padStart\(16, '0'\) \}; if \(!this\._expectsProxyHeader\(socket\)\) \{ socketOptions\.ignore = this\.options\.ignoredHosts && this\.options\.ignoredHosts\.includes\(socket\.remoteAddress\); setImmediate\(\(\) => callback\(null, socketOptions\)\); return; \}/,
   );
+  // The constructor takes the local end from the socket options when given, and sets TCP_NODELAY
+  // through setNoDelay(), which asks the kernel only when net.Socket's flag says it is not set.
+  const constructor = squash(SMTPConnection.toString());
+  assert.match(constructor, /socket\.setNoDelay\(true\)/);
+  assert.match(
+    constructor,
+    /this\.localAddress = normalizeAddress\(options\.localAddress \|\| this\._socket\.localAddress\)/,
+  );
+  assert.match(
+    constructor,
+    /this\.localPort = Number\(options\.localPort \|\| this\._socket\.localPort\) \|\| 0/,
+  );
+  const flag = Object.getOwnPropertySymbols(new net.Socket()).find((s) => s.description === 'kSetNoDelay');
+  assert.ok(flag, "net.Socket's kSetNoDelay is gone: review AdapterServer.listening()");
+  assert.match(
+    sourceOf(net.Socket.prototype.setNoDelay),
+    /enable !== this\[kSetNoDelay\]\) \{ this\[kSetNoDelay\] = enable; this\._handle\.setNoDelay\(enable\);/,
+  );
   for (const method of ['_setListeners', 'connectionReady', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `SMTPConnection.${method} is gone`);
   }
@@ -393,4 +411,31 @@ test('session ids: the format smtp-server makes, from the same 80 random bits', 
   const ids = new Set(Array.from({ length: 1000 }, () => sessionId()));
   assert.equal(ids.size, 1000);
   for (const id of ids) assert.match(id, /^[0-9a-v]{16}$/);
+});
+
+test("the session's local address and port: the listener's, or the socket's on a wildcard listener", async (t) => {
+  for (const host of ['127.0.0.1', '0.0.0.0']) {
+    const sessions: { id: string; localAddress: string; localPort: number }[] = [];
+    const server = new AdapterServer({
+      logger: false,
+      authOptional: true,
+      disabledCommands: ['STARTTLS'],
+      closeTimeout: 100,
+      disableReverseLookup: true,
+      onConnect: (session, cb) => {
+        sessions.push(session);
+        cb();
+      },
+      hooks: { greetAtOnce: () => true },
+    });
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const port = (server.server.address() as net.AddressInfo).port;
+    t.after(() => close(server));
+    const replies = await converse(port, ['NOOP', 'QUIT']);
+    assert.match(replies[1] ?? '', /^250 /);
+    assert.equal(sessions.length, 1);
+    assert.equal(sessions[0]!.localAddress, '127.0.0.1', host);
+    assert.equal(sessions[0]!.localPort, port, host);
+    assert.match(sessions[0]!.id, /^[0-9a-v]{16}$/);
+  }
 });
