@@ -457,7 +457,7 @@ async function main() {
   const verdict = busyAtStart
     ? `busy at the start (load ${loadAtStart.toFixed(2)})`
     : busyDuring
-      ? `other work took ${(quiet.worstOther * 100).toFixed(1)} % of the machine during a run (${quiet.where})`
+      ? `busy during a run (other work took ${(quiet.worstOther * 100).toFixed(1)} % of the machine: ${quiet.where})`
       : 'quiet';
   const result = {
     date: started.toISOString(),
