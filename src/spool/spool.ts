@@ -80,7 +80,7 @@ export class Spool {
   readonly failed: DeadLetters;
   private readonly queueSync: DirSyncer;
   private tmpCounter = 0;
-  /** Ids being written by accept() now: their .json may be empty for a while, and that is fine. */
+  /** Ids being written by accept() now: their .msg has no envelope yet, and that is fine. */
   private readonly receiving = new Set<string>();
 
   constructor(readonly dir: string) {
