@@ -262,11 +262,18 @@ export class Spool {
     await this.writeState(state);
   }
 
-  /** Writes a message's .json durably and, if it was one file, splits it (see the top). */
+  /**
+   * Writes a message's .json durably and, if it was one file, splits it (see the top). A split
+   * that failed half-way while the relay ran (its .json written, the .msg still there) is
+   * finished by the next update, not only by a restart.
+   */
   private async writeState(entry: QueueEntry): Promise<void> {
     const { oneFile, ...state } = entry;
-    await replaceFileDurably(this.tmpPath(entry.id, 'json'), this.metaPath(entry.id), JSON.stringify(state));
-    if (oneFile) await trimToBody(this.msgPath(entry.id), this.bodyPath(entry.id), entry.size);
+    const { id } = entry;
+    await replaceFileDurably(this.tmpPath(id, 'json'), this.metaPath(id), JSON.stringify(state));
+    const unsplit =
+      oneFile || (!(await fileExists(this.bodyPath(id))) && (await fileExists(this.msgPath(id))));
+    if (unsplit) await trimToBody(this.msgPath(id), this.bodyPath(id), entry.size);
     await this.queueSync.sync();
   }
 

@@ -406,6 +406,20 @@ describe('Spool: one file per new message (one-file.ts)', () => {
     assert.equal((await again.init()).splitsFinished, 0, 'done once');
   });
 
+  test('a split that failed half-way while running is finished by the next update', async () => {
+    const spool = await newSpool();
+    const stored = await spool.accept(Readable.from([Buffer.from('Subject: h\r\n\r\nhalf\r\n')]), entry());
+    // The .json was written, the .msg was not yet cut back and renamed (say, the fsync failed).
+    const { oneFile: _one, ...state } = { ...stored, attempts: 1 };
+    await fs.writeFile(path.join(spool.queueDir, `${stored.id}.json`), JSON.stringify(state));
+    const read = await spool.read(stored.id);
+    assert.equal(read?.oneFile, undefined, 'the .json is the state');
+    await spool.update({ ...read!, attempts: 2 });
+    assert.deepEqual(await ls(spool.queueDir), [`${stored.id}.eml`, `${stored.id}.json`]);
+    assert.equal(await fs.readFile(spool.bodyPath(stored.id), 'utf8'), 'Subject: h\r\n\r\nhalf\r\n');
+    assert.equal((await spool.read(stored.id))?.attempts, 2);
+  });
+
   test('hold, release and a dead letter split the message first: its .eml is the body alone', async () => {
     const spool = await newSpool();
     const held = await spool.accept(Readable.from([Buffer.from('Subject: h\r\n\r\nheld\r\n')]), entry());
