@@ -260,7 +260,7 @@ export class DeliveryQueue extends EventEmitter {
           expired ? `expired after ${entry.attempts} attempts: ${reason}` : reason,
         );
       } else {
-        await spool.remove(entry.id, entry.oneFile);
+        await spool.remove(entry.id, entry.oneFile ? 'one file' : 'split');
       }
       return;
     }

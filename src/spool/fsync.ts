@@ -128,13 +128,10 @@ export async function readJsonFile<T>(file: string): Promise<T | undefined> {
   }
 }
 
-/** The CRC-32 of a file's first `length` bytes (all of it when not given), read in a stream. */
-export async function fileCrc32(file: string, length?: number): Promise<number> {
+/** The CRC-32 of all a stream yields (a stored body: one-file.ts readBody). */
+export async function streamCrc32(source: Readable): Promise<number> {
   let crc = 0;
-  if (length === 0) return crc;
-  const range = length === undefined ? {} : { end: length - 1 };
-  for await (const chunk of fs.createReadStream(file, range) as AsyncIterable<Buffer>)
-    crc = crc32(chunk, crc);
+  for await (const chunk of source as AsyncIterable<Buffer>) crc = crc32(chunk, crc);
   return crc;
 }
 

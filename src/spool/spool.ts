@@ -24,7 +24,7 @@ import { DirSyncer } from './dir-syncer.js';
 import {
   closeQuietly,
   fileExists,
-  fileCrc32,
+  streamCrc32,
   fsyncDir,
   fsyncFile,
   inline,
@@ -39,7 +39,7 @@ import { QUEUE_ID_PATTERN, queueIdTime, type QueueEntry } from './entry.js';
 import { HoldFolder } from './hold.js';
 import { sweepCrashLeftovers, type Swept } from './recovery.js';
 import { DeadLetters } from './dead-letters.js';
-import { encodeTrailer, readTrailer, trimToBody } from './one-file.js';
+import { encodeTrailer, readBody, readTrailer, trimToBody } from './one-file.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
@@ -200,8 +200,7 @@ export class Spool {
   async verifyBody(entry: QueueEntry): Promise<boolean> {
     if (entry.bodyCrc32 === undefined) return true;
     try {
-      const { path: file, length } = this.bodyOf(entry);
-      return (await fileCrc32(file, length)) === entry.bodyCrc32;
+      return (await streamCrc32(readBody(this.bodyOf(entry)))) === entry.bodyCrc32;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
@@ -289,17 +288,20 @@ export class Spool {
 
   /**
    * Removes a message that is done. The .json goes first, so a crash leaves at most a body to
-   * sweep. `oneFile`: the caller knows it is still one file (just delivered), so one unlink.
+   * sweep. `layout`, when the caller knows it (a message just delivered: its entry says), spares
+   * the unlink of a file that is not there; otherwise both layouts are tried.
    */
-  async remove(id: string, oneFile = false): Promise<boolean> {
-    const removedMsg = await unlinkFile(this.msgPath(id)).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return false;
-        throw err;
-      },
-    );
-    if (oneFile) return removedMsg;
+  async remove(id: string, layout?: 'one file' | 'split'): Promise<boolean> {
+    const removedMsg =
+      layout !== 'split' &&
+      (await unlinkFile(this.msgPath(id)).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return false;
+          throw err;
+        },
+      ));
+    if (layout === 'one file') return removedMsg;
     try {
       await unlinkFile(this.metaPath(id));
     } catch (err) {

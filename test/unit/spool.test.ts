@@ -173,8 +173,8 @@ describe('Spool', () => {
     const one = await spool.accept(Readable.from([Buffer.from('x\r\n')]), entry());
     const split = await spool.accept(Readable.from([Buffer.from('y\r\n')]), entry());
     await spool.update(split);
-    assert.equal(await spool.remove(one.id, true), true);
-    assert.equal(await spool.remove(split.id), true);
+    assert.equal(await spool.remove(one.id, 'one file'), true);
+    assert.equal(await spool.remove(split.id, 'split'), true);
     for (const { id } of [one, split]) {
       assert.equal(await spool.remove(id), false);
       assert.equal(await spool.read(id), undefined);
