@@ -309,12 +309,16 @@ describe('Spool', () => {
 });
 
 describe('Spool: what a crash during a reception leaves', () => {
-  test('the .msg is in queue/ while the body arrives, and is not swept while it does', async () => {
+  test('a large body’s .msg is in queue/ while it arrives, and is not swept while it does', async () => {
     const spool = await newSpool();
     const e = entry();
     const body = new PassThrough();
     const accepting = spool.accept(body, e);
     body.write('Subject: slow\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    // A small body is held until its end, then written with one write that waits for the disk.
+    assert.deepEqual(await ls(spool.queueDir), [], 'no file for the first bytes of a body');
+    body.write(Buffer.alloc(KEPT_BODY_MAX, 0x61));
     for (let i = 0; i < 200 && (await ls(spool.queueDir)).length < 1; i++)
       await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(await ls(spool.queueDir), [`${e.id}.msg`]);
