@@ -19,6 +19,7 @@ import path from 'node:path';
 import { cleanupAll, which } from './lib/harness.mjs';
 import { latencyRun, smtpSource } from './lib/clients.mjs';
 import { startSink, startSmarthost } from './lib/servers.mjs';
+import { median } from './lib/speed.mjs';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -40,12 +41,6 @@ function usage(problem) {
     `bench:ab: ${problem}\nusage: npm run bench:ab -- <other checkout> [--scenario=latency|new|reuse] [--rounds=N, even] [--this-node-args="..."] [--other-node-args="..."]`,
   );
   process.exit(2);
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** One round on both relays; returns { [name]: { figure: value } } (p50 and p99, or rate). */

@@ -13,6 +13,10 @@
 // Postfix runs as a second instance in its own config and queue directories (postfix -c DIR);
 // the system's own Postfix configuration is never read or touched. Run as root (Postfix's
 // master needs it), e.g. in the CI container.
+//
+// A run rewrites BENCHMARKS.md's table only when the machine was quiet: a 1-minute load below
+// BENCH_MAX_LOAD at the start, other work under 5 % of the machine during each run, and a fixed
+// CPU task (lib/speed.mjs) as fast around one side's runs as around the other's.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -21,6 +25,7 @@ import path from 'node:path';
 import { cleanupAll, MemorySampler, now, sleep, tempDir, waitGreeting, which } from './lib/harness.mjs';
 import { latencyRun, openIdle, smtpSource } from './lib/clients.mjs';
 import { startPostfix, startSink, startSmarthost, toolsMeter } from './lib/servers.mjs';
+import { speedSample, speedSkew } from './lib/speed.mjs';
 import { since, snapshot } from './lib/cpu.mjs';
 
 const REPO = path.resolve(import.meta.dirname, '..');
@@ -36,6 +41,9 @@ const CORES = os.cpus().length;
 // (BENCH_MAX_LOAD), and other work took less than OTHER_WORK_LIMIT of its CPU during the runs.
 const MAX_LOAD = Number(process.env.BENCH_MAX_LOAD ?? 0.5);
 const OTHER_WORK_LIMIT = 0.05;
+// ...and a fixed task took about as long around both sides' runs (lib/speed.mjs): the medians
+// may differ by this fraction at most.
+const SPEED_SKEW_LIMIT = 0.15;
 
 const N = {
   warmup: QUICK ? 100 : 300,
@@ -74,14 +82,19 @@ function record(key, scenario, unit, better, values) {
 /** What other work took of the machine during the measured runs, as a fraction, worst run. */
 const quiet = { worstOther: 0, where: '' };
 
+/** The fixed task's time (ms) before and after each measured run, by server (lib/speed.mjs). */
+const speeds = {};
+
 /**
  * Runs `measure` and records the CPU time per message of the server's own processes and of the
  * whole machine (load tools included: the same for both sides), beside the scenario's rates.
  */
 async function withCpu(server, messages, measure) {
+  (speeds[server.name] ??= []).push(await speedSample());
   const before = snapshot([server.cpu, toolsMeter]);
   await measure();
   const d = since(before, snapshot([server.cpu, toolsMeter]));
+  speeds[server.name].push(await speedSample());
   const share = d.other / (d.wallMicros * CORES);
   const perMsg = (us) => us / messages;
   logFor(server)(
@@ -453,17 +466,21 @@ async function main() {
   console.log(`\n${md}\n`);
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   fs.mkdirSync(RESULTS, { recursive: true });
+  const speed = speedSkew(speeds);
   const busyDuring = quiet.worstOther > OTHER_WORK_LIMIT;
+  const speedChanged = speed.skew > 1 + SPEED_SKEW_LIMIT;
   const verdict = busyAtStart
     ? `busy at the start (load ${loadAtStart.toFixed(2)})`
     : busyDuring
       ? `busy during a run (other work took ${(quiet.worstOther * 100).toFixed(1)} % of the machine: ${quiet.where})`
-      : 'quiet';
+      : speedChanged
+        ? `not as fast for one side as for the other (${speed.text})`
+        : 'quiet';
   const result = {
     date: started.toISOString(),
     quick: QUICK,
     machine: info,
-    quietness: { verdict, ...quiet },
+    quietness: { verdict, ...quiet, speeds, speedSkew: speed.skew },
     counts: N,
     rows,
   };
@@ -476,13 +493,14 @@ async function main() {
     '',
     `Machine: ${info.cpu}, ${info.memory}, ${info.os}; Node ${info.node}; Postfix ${info.postfix}; ` +
       `spool and queue on ${info.spoolFs}; load average at start ${info.loadAtStart}, at the end ${endLoad}; ` +
-      `CPU counted by ${info.cpuAccounting}; the machine was ${verdict}.`,
+      `CPU counted by ${info.cpuAccounting}; the machine was ${verdict}` +
+      `${speed.text && !speedChanged ? `; ${speed.text}` : ''}.`,
     '',
   ].join('\n');
   fs.writeFileSync(path.join(RESULTS, `${stamp}.md`), report);
   // A full run also refreshes latest.md and the table in BENCHMARKS.md (between its markers).
   // Never from a busy machine: such figures flatter smarthost (see BENCHMARKS.md).
-  const full = !QUICK && !NO_POSTFIX && ONLY.length === 0 && !busyAtStart && !busyDuring;
+  const full = !QUICK && !NO_POSTFIX && ONLY.length === 0 && !busyAtStart && !busyDuring && !speedChanged;
   if (!QUICK && !NO_POSTFIX && ONLY.length === 0 && !full) {
     console.warn(`bench: not updating BENCHMARKS.md or latest.md: the machine was ${verdict}`);
   }
