@@ -81,6 +81,28 @@ export function machineCpuMicros() {
   };
 }
 
+/**
+ * CPU time (µs) of the kernel's own threads (kthreadd, pid 2, and its children): the journal's
+ * commits, block I/O completions, writeback. During a run they mostly work for the servers'
+ * fsyncs, outside either server's cgroup, so they are counted apart rather than as other work.
+ */
+export function kernelThreadsMicros() {
+  let ticks = 0;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // fields[1] is the parent's pid (field 4); utime and stime are fields 14 and 15.
+      if (entry !== '2' && fields[1] !== '2') continue;
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return (ticks * 1e6) / ticksPerSecond();
+}
+
 function tryCgroup(name) {
   const candidates = [
     // v1: a cpuacct hierarchy of its own
@@ -163,14 +185,15 @@ export class CpuMeter {
 
 /**
  * A snapshot of every meter and the machine; `since(earlier)` gives the deltas in µs, and what
- * the machine spent beyond the counted parties and this script: other work, which makes a run
- * unfair to the side with more processes.
+ * the machine spent beyond the counted parties, the kernel's threads and this script: other
+ * work, which makes a run unfair to the side with more processes.
  */
 export function snapshot(meters) {
   const cpu = process.cpuUsage();
   return {
     meters: Object.fromEntries(meters.map((m) => [m.name, m.read()])),
     machine: machineCpuMicros(),
+    kernel: kernelThreadsMicros(),
     self: cpu.user + cpu.system,
     at: performance.now(),
   };
@@ -182,7 +205,8 @@ export function since(earlier, later) {
   );
   const machine = later.machine.busy - earlier.machine.busy;
   const self = later.self - earlier.self;
-  const counted = Object.values(parties).reduce((a, b) => a + b, 0) + self;
+  const kernel = later.kernel - earlier.kernel;
+  const counted = Object.values(parties).reduce((a, b) => a + b, 0) + self + kernel;
   const wallMicros = (later.at - earlier.at) * 1000;
-  return { parties, machine, self, other: Math.max(0, machine - counted), wallMicros };
+  return { parties, machine, self, kernel, other: Math.max(0, machine - counted), wallMicros };
 }

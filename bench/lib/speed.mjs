@@ -3,7 +3,8 @@
 // (a neighbour on the host, the host's own scheduling). Neither the load average nor "other
 // work" sees that; a run of one side in a slow spell and of the other in a fast one would
 // flatter one of them. So the bench times a fixed task before and after each measured run, and
-// compares the two sides' timings at the end (bench.mjs). It first waits for the machine to
+// compares the two sides' timings at the end (bench.mjs): smarthost's runs must not have seen a
+// faster machine than Postfix's. It first waits for the machine to
 // settle (a server's files still being written back to disk, its processes winding down), so
 // that what it times is the machine, not what the run left behind.
 import os from 'node:os';
@@ -51,20 +52,22 @@ export function median(values) {
 }
 
 /**
- * The samples taken around each side's runs → how far apart the sides' medians are, as
- * slowest ÷ fastest (1 when equal), and a line for the report.
+ * The samples taken around each side's runs → how much faster the machine was around
+ * smarthost's runs than around the others' (median against median: 1 when no faster), and a
+ * line for the report. Only that way round can flatter smarthost: a machine slower around its
+ * runs understates it, and does not stop a run from counting.
  */
-export function speedSkew(samples) {
+export function speedSkew(samples, favoured = 'smarthost') {
   const sides = Object.entries(samples).filter(([, values]) => values.length > 0);
-  if (sides.length < 2) return { skew: 1, text: '' };
+  if (sides.length < 2 || !samples[favoured]?.length) return { skew: 1, text: '' };
   const medians = sides.map(([name, values]) => [name, median(values), values]);
-  const times = medians.map(([, m]) => m);
-  const skew = Math.max(...times) / Math.min(...times);
+  const own = median(samples[favoured]);
+  const others = Math.min(...medians.filter(([name]) => name !== favoured).map(([, m]) => m));
   const text = medians
     .map(
       ([name, m, values]) =>
         `${m.toFixed(0)} ms around ${name}'s runs (${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)})`,
     )
     .join(', ');
-  return { skew, text: `a fixed CPU task took ${text}` };
+  return { skew: Math.max(1, others / own), text: `a fixed CPU task took ${text}` };
 }
