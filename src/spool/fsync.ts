@@ -18,7 +18,7 @@ import { crc32 } from 'node:zlib';
  * (spool.ts, accept), and removals stay in the pool.
  */
 export interface FileOps {
-  open(file: string, flags: string | number, mode?: number): Promise<number>;
+  open(file: string, flags: string, mode?: number): Promise<number>;
   /** Resolves the number of bytes written. */
   write(fd: number, data: Buffer, offset: number, length: number): Promise<number>;
   close(fd: number): Promise<void>;
@@ -69,6 +69,47 @@ export async function fsyncFile(file: string): Promise<void> {
   } finally {
     await pooled.close(fd);
   }
+}
+
+/**
+ * Writes everything `source` yields into an open file (not fsynced: the caller decides when),
+ * and returns the byte count and the CRC-32 of what was written. With `keepUpTo`, a body no
+ * larger than that is also returned whole, as written (`kept`). With `trailer`, what it returns
+ * for the body's size and CRC-32 is written after the body, in the same write as its last bytes
+ * (a small message then costs one write); it counts in neither.
+ */
+export async function streamInto(
+  ops: FileOps,
+  fd: number,
+  source: Readable,
+  keepUpTo = 0,
+  trailer?: (body: { bytes: number; crc32: number }) => Buffer,
+): Promise<{ bytes: number; crc32: number; kept?: Buffer }> {
+  let bytes = 0;
+  let crc = 0;
+  let kept: Buffer[] | undefined = keepUpTo > 0 ? [] : undefined;
+  // Small chunks (a client writing line by line) are gathered into larger writes.
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const flush = async (last: boolean) => {
+    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
+    crc = crc32(data, crc);
+    bytes += batchBytes;
+    if (kept && bytes <= keepUpTo) kept.push(data);
+    else kept = undefined;
+    batch = [];
+    batchBytes = 0;
+    const tail = last && trailer ? trailer({ bytes, crc32: crc }) : undefined;
+    await writeAll(fd, tail ? Buffer.concat([data, tail]) : data, ops);
+  };
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    batch.push(chunk);
+    batchBytes += chunk.length;
+    if (batchBytes >= 64 * 1024) await flush(false);
+  }
+  if (batchBytes || trailer) await flush(true);
+  const whole = kept && (kept.length === 1 ? kept[0]! : Buffer.concat(kept));
+  return { bytes, crc32: crc, ...(whole ? { kept: whole } : {}) };
 }
 
 export async function fileExists(file: string): Promise<boolean> {

@@ -4,12 +4,11 @@
 // after each attempt. Most messages are delivered at their first attempt and never split.
 //
 // Accepting a message costs one fsync wait after the client's final dot, as in Postfix:
-// - The .msg is created in queue/ (at the end of a small body, at its first 64 KB for a larger
-//   one) and the directory fsync that makes its name durable starts at once (group-committed).
+// - When DATA starts, the .msg is created in queue/ and the directory fsync that makes its name
+//   durable starts at once (group-committed), while the body still arrives.
 // - At the end of the body the envelope is written after it (it carries the body's size and
-//   CRC-32), in a write that waits for the disk (O_DSYNC) or followed by an fsync
-//   (new-message-file.ts).
-// - Only when the file and its name are both durable may the listener answer 250.
+//   CRC-32), then the file is fsynced.
+// - Only when both fsyncs are done may the listener answer 250.
 // What a crash can leave, and how it is recognised (none of it was ever acknowledged):
 // - a .msg without a whole envelope, a body without a .json, or an empty or unreadable .json:
 //   swept (init, read, sweepIfIncomplete);
@@ -23,6 +22,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DirSyncer } from './dir-syncer.js';
 import {
+  closeQuietly,
   fileExists,
   streamCrc32,
   fsyncDir,
@@ -30,6 +30,8 @@ import {
   inline,
   pooled,
   replaceFileDurably,
+  streamInto,
+  syncFd,
   unlinkFile,
   writeFileDurably,
 } from './fsync.js';
@@ -38,8 +40,7 @@ import { HoldFolder } from './hold.js';
 import { sweepCrashLeftovers, type Swept } from './recovery.js';
 import { DeadLetters } from './dead-letters.js';
 import { encodeTrailer, readBody, readTrailer, trimToBody } from './one-file.js';
-import { writeNewMessageFile } from './new-message-file.js';
-import { makePrivateDir, tightenDirs, type Tightened } from './modes.js';
+import { makePrivateDir, PRIVATE_FILE_MODE, tightenDirs, type Tightened } from './modes.js';
 
 export type NewEntry = Omit<QueueEntry, 'size' | 'bodyCrc32'>;
 
@@ -159,24 +160,34 @@ export class Spool {
    * queue's first attempt (which then need not read the file back).
    */
   async acceptMessage(body: Readable, entry: NewEntry): Promise<QueuedMessage> {
+    const file = this.msgPath(entry.id);
+    let fd: number | undefined;
     this.receiving.add(entry.id);
+    // Alone, a message is written inline; alongside others, through the thread pool (fsync.ts).
+    const ops = this.receiving.size === 1 ? inline : pooled;
     try {
+      fd = await ops.open(file, 'wx', PRIVATE_FILE_MODE);
+      // Its name reaches the disk while the body arrives (see the top of this file).
+      const nameSynced = this.queueSync.sync();
+      nameSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
       let full: QueueEntry | undefined;
-      const { kept } = await writeNewMessageFile({
-        file: this.msgPath(entry.id),
-        source: body,
-        // Alone, a message is written inline; alongside others, through the thread pool (fsync.ts).
-        ops: this.receiving.size === 1 ? inline : pooled,
-        keepUpTo: KEPT_BODY_MAX,
-        // The envelope follows the body, in the same write as its last bytes.
-        trailer: ({ bytes, crc32 }) => {
-          full = { ...entry, size: bytes, bodyCrc32: crc32 };
-          return encodeTrailer(full);
-        },
-        syncName: () => this.queueSync.sync(),
+      // The envelope follows the body, in the same write as its last bytes.
+      const { kept } = await streamInto(ops, fd, body, KEPT_BODY_MAX, ({ bytes, crc32 }) => {
+        full = { ...entry, size: bytes, bodyCrc32: crc32 };
+        return encodeTrailer(full);
       });
+      const steps = await Promise.allSettled([syncFd(fd), nameSynced]);
+      const failed = steps.find((step) => step.status === 'rejected');
+      if (failed) throw failed.reason;
+      // Durable already: a failed close cannot undo that, and the descriptor is gone either way.
+      await closeQuietly(fd, ops);
+      fd = undefined;
       const queued: QueueEntry = { ...full!, oneFile: true };
       return kept ? { entry: queued, body: kept } : { entry: queued };
+    } catch (err) {
+      if (fd !== undefined) await closeQuietly(fd, ops);
+      await unlink(file).catch(() => undefined);
+      throw err;
     } finally {
       this.receiving.delete(entry.id);
     }

@@ -173,9 +173,9 @@ describe('relay: refusals and failures while receiving', () => {
     assert.match(await session.command('MAIL FROM:<device@corp.example>'), /^250/);
     assert.match(await session.command('RCPT TO:<someone@example.com>'), /^250/);
     assert.match(await session.command('DATA'), /^354/);
-    // Over 64 KB: the spool creates the message's .msg in queue/ at its first 64 KB (a small
-    // body is held until its end), and it is no message until its envelope follows the body.
-    session.write(`Subject: cut off\r\n\r\n${'z'.repeat(76)}\r\n`.repeat(800));
+    session.write(`Subject: cut off\r\n\r\n${'z'.repeat(76)}\r\n`.repeat(200));
+    // The spool creates the message's .msg in queue/ when DATA starts (without its envelope it
+    // is not a message yet: nothing delivers it).
     const queue = path.join(relay.spoolDir, 'queue');
     await waitUntil(
       'the message being written in queue/',
