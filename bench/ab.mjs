@@ -16,10 +16,9 @@
 // Needs smtp-sink and smtp-source (Debian's postfix package); no root.
 import fs from 'node:fs';
 import path from 'node:path';
-import { cleanupAll, which } from './lib/harness.mjs';
+import { cleanupAll, median, which } from './lib/harness.mjs';
 import { latencyRun, smtpSource } from './lib/clients.mjs';
 import { startSink, startSmarthost } from './lib/servers.mjs';
-import { median } from './lib/speed.mjs';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const argv = process.argv.slice(2);

@@ -4,11 +4,12 @@
 // work" sees that; a run of one side in a slow spell and of the other in a fast one would
 // flatter one of them. So the bench times a fixed task before and after each measured run, and
 // compares the two sides' timings at the end (bench.mjs): smarthost's runs must not have seen a
-// faster machine than Postfix's. It first waits for the machine to
-// settle (a server's files still being written back to disk, its processes winding down), so
-// that what it times is the machine, not what the run left behind.
+// faster machine than Postfix's. It first waits for the machine to settle (a server's files
+// still being written back to disk, its processes winding down), so that what it times is the
+// machine, not what the run left behind.
 import os from 'node:os';
 import { machineCpuMicros } from './cpu.mjs';
+import { median, sleep } from './harness.mjs';
 
 /** CPU milliseconds of one fixed task: string, object and Map work, like a server's. */
 function fixedTask() {
@@ -27,8 +28,6 @@ function fixedTask() {
 // Once at load, so that the first timing is not the JIT's.
 fixedTask();
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Waits (at most `limitMs`) until the machine is nearly idle over a quarter of a second. */
 async function settle(limitMs = 15_000) {
   const cores = os.cpus().length;
@@ -43,12 +42,6 @@ async function settle(limitMs = 15_000) {
 export async function speedSample() {
   await settle();
   return Math.min(fixedTask(), fixedTask(), fixedTask());
-}
-
-export function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /**
