@@ -5,35 +5,15 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { Source } from '../../src/policy/sources.js';
 import { SmtpError } from '../../src/smtp/errors.js';
-import { receiveMessage, type Transaction } from '../../src/smtp/receive.js';
+import { receiveMessage } from '../../src/smtp/receive.js';
 import { SizeGuard } from '../../src/smtp/size-guard.js';
-import { newQueueId } from '../../src/spool/entry.js';
 import { Spool } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { storedBody } from '../helpers/stored-body.js';
+import { printerTransaction } from '../helpers/transaction.js';
 
-const source: Source = {
-  name: 'printers',
-  kind: 'allowlist',
-  cidr: '10.0.0.0/8',
-  policy: {} as Source['policy'],
-};
-
-function tx(overrides: Partial<Transaction> = {}): Transaction {
-  return {
-    id: newQueueId(),
-    source,
-    originalFrom: 'scanner@corp.example',
-    from: 'scanner@corp.example',
-    recipients: ['a@example.com'],
-    client: { address: '10.1.2.3', helo: 'printer', tls: false },
-    hostname: 'relay.test',
-    sizeLimit: 1024 * 1024,
-    ...overrides,
-  };
-}
+const tx = printerTransaction;
 
 async function newSpool(): Promise<Spool> {
   const spool = new Spool(path.join(await makeTempDir('receive'), 'data'));

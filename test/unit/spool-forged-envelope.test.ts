@@ -9,19 +9,12 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { Source } from '../../src/policy/sources.js';
 import { receiveMessage } from '../../src/smtp/receive.js';
 import { newQueueId, type QueueEntry } from '../../src/spool/entry.js';
 import { encodeTrailer } from '../../src/spool/one-file.js';
 import { Spool } from '../../src/spool/spool.js';
 import { makeTempDir } from '../helpers/tmp.js';
-
-const source: Source = {
-  name: 'printers',
-  kind: 'allowlist',
-  cidr: '10.0.0.0/8',
-  policy: {} as Source['policy'],
-};
+import { printerTransaction } from '../helpers/transaction.js';
 
 async function newSpool(): Promise<Spool> {
   const spool = new Spool(path.join(await makeTempDir('forged'), 'data'));
@@ -52,20 +45,7 @@ describe('a body that carries a forged envelope', () => {
     const head = Buffer.from('Subject: hi\r\n\r\nscan\r\n');
     // The client guesses everything, even the id the relay will give it.
     const forged = Buffer.concat([head, encodeTrailer(forgedEnvelope(id, head, 0))]);
-    const { entry } = await receiveMessage(
-      Readable.from([forged]),
-      {
-        id,
-        source,
-        originalFrom: 'scanner@corp.example',
-        from: 'scanner@corp.example',
-        recipients: ['a@example.com'],
-        client: { address: '10.1.2.3', helo: 'printer', tls: false },
-        hostname: 'relay.test',
-        sizeLimit: 1024 * 1024,
-      },
-      spool,
-    );
+    const { entry } = await receiveMessage(Readable.from([forged]), printerTransaction({ id }), spool);
     assert.deepEqual(
       entry.recipients.map((r) => r.address),
       ['a@example.com'],
