@@ -79,44 +79,70 @@ export const waitUntil = <T>(
  * Returns the ids. An empty or cut-short .json, or a .msg without a whole envelope, is not a
  * message (a reception the kill interrupted, never acknowledged): it is counted in `debris`,
  * which the relay sweeps.
+ *
+ * The relay may be running: a message's first failed attempt splits it while this looks (its
+ * .json written, then its .msg cut back to the body and renamed .eml), and a delivery removes
+ * it. So each id is judged from its own files, read again when they changed under the look; a
+ * listing taken before a split must not turn a queued message into debris or into nothing.
  */
 export async function checkSpoolConsistent(spoolDir: string): Promise<string[] & { debris: number }> {
   const queue = path.join(spoolDir, 'queue');
-  const names = await filesIn(queue);
-  const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
+  const ids = new Set(
+    (await filesIn(queue)).flatMap((name) => {
+      const match = /^(.+)\.(json|msg)$/.exec(name);
+      return match?.[1] ? [match[1]] : [];
+    }),
+  );
   const whole: string[] = [];
   let debris = 0;
-  for (const name of names.filter((n) => n.endsWith('.msg'))) {
-    const id = name.slice(0, -4);
-    if (names.includes(`${id}.json`)) continue; // a split under way: the .json says
-    const entry = await readTrailer(path.join(queue, name)).catch(() => undefined);
-    if (entry) whole.push(id);
-    else if (await fs.stat(path.join(queue, name)).catch(() => undefined)) debris++;
-  }
   for (const id of ids) {
-    const text = await fs.readFile(path.join(queue, `${id}.json`), 'utf8').catch(() => undefined);
-    if (text === undefined) continue; // swept (or delivered) since the listing
-    let entry: { size: number };
-    try {
-      entry = JSON.parse(text) as { size: number };
-    } catch {
-      debris++;
-      continue;
-    }
-    const stat = await fs.stat(path.join(queue, `${id}.eml`)).catch(() => undefined);
-    if (!stat && names.includes(`${id}.msg`)) {
-      whole.push(id); // a split under way (or cut short: finished at start)
-      continue;
-    }
-    if (!stat) {
-      // Delivered and removed (.json first, then the body) while this looked: not a fault.
-      const stillQueued = await fs.stat(path.join(queue, `${id}.json`)).catch(() => undefined);
-      if (!stillQueued) continue;
-      throw new Error(`queued message ${id} has no body`);
-    }
-    if (stat.size !== entry.size)
-      throw new Error(`queued message ${id}: body is ${stat.size} bytes, the envelope says ${entry.size}`);
-    whole.push(id);
+    const state = await messageState(queue, id);
+    if (state === 'whole') whole.push(id);
+    else if (state === 'debris') debris++;
   }
   return Object.assign(whole, { debris });
+}
+
+type FileState = 'whole' | 'debris' | 'gone';
+
+async function messageState(queue: string, id: string): Promise<FileState> {
+  for (let look = 1; ; look++) {
+    const state = await lookAt(queue, id);
+    if (typeof state === 'string') return state;
+    if (look === 20) throw new Error(`queued message ${id}: ${state.changed}`);
+    await sleep(25);
+  }
+}
+
+/** One look at a message's files; `changed` when they moved under it (look again). */
+async function lookAt(queue: string, id: string): Promise<FileState | { changed: string }> {
+  const file = (ext: string): string => path.join(queue, `${id}.${ext}`);
+  const exists = (ext: string): Promise<boolean> =>
+    fs.stat(file(ext)).then(
+      () => true,
+      () => false,
+    );
+  const text = await fs.readFile(file('json'), 'utf8').catch(() => undefined);
+  if (text === undefined) {
+    if (await readTrailer(file('msg')).catch(() => undefined)) return 'whole';
+    // The .json is written before the .msg is cut back: one there now means a split began.
+    if (await exists('json')) return { changed: 'split while looked at' };
+    return (await exists('msg')) ? 'debris' : 'gone'; // gone: delivered and removed
+  }
+  let entry: { size: number };
+  try {
+    entry = JSON.parse(text) as { size: number };
+  } catch {
+    return 'debris';
+  }
+  const body = await fs.stat(file('eml')).catch(() => undefined);
+  if (body) {
+    // An .eml is only ever a body cut back and fsynced before its rename: its size is final.
+    if (body.size !== entry.size)
+      throw new Error(`queued message ${id}: body is ${body.size} bytes, the envelope says ${entry.size}`);
+    return 'whole';
+  }
+  if (await exists('msg')) return 'whole'; // a split under way (or cut short: finished at start)
+  // Neither body: removed after delivery (the .json goes first), or renamed between the looks.
+  return (await exists('json')) ? { changed: 'has no body' } : 'gone';
 }

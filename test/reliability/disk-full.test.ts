@@ -154,7 +154,7 @@ test(
       'every accepted message delivered',
       () => accepted.every((tok) => e.messages.some((m) => isWhole(m) && tokenOf(m) === tok)),
       // A delivery attempt whose state could not be written while the disk was full is tried
-      // again after a minute (src/queue/delivery-queue.ts), so allow for that.
+      // again 10 seconds later (SPOOL_ERROR_RETRY_MS in src/queue/delivery-queue.ts), so allow for that.
       100_000,
     );
   },
