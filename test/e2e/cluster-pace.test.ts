@@ -2,6 +2,10 @@
 // faster, so it runs in seconds) share one pace through Redis: 24 messages queued between them
 // all arrive, and the ESP stand-in never sees more than the quota (plus one for the network's
 // jitter) in any second by its own receive times. Each relay alone would send 4/s: 8 together.
+//
+// The Redis timeout is long on purpose: a command that times out leaves a relay on its own pace
+// (degraded, as it should be), and on a loaded test machine 200 ms was sometimes not enough;
+// this test is about the shared pace, cluster.test.ts about losing Redis.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sendMail } from '../helpers/client.js';
@@ -22,7 +26,7 @@ describe('cluster mode: one upstream pace over two relays', { skip: redisSkip },
     redis = await startRedis();
     esp = await startEsp();
     const config = {
-      cluster: { redis: redis.url, name: 'pace-e2e', timeout: '200ms' },
+      cluster: { redis: redis.url, name: 'pace-e2e', timeout: '2s' },
       upstream: { ...upstreamFor(esp), rateLimit: '4/s', maxConnections: 5 },
       queue: { concurrency: 50 },
     };
@@ -53,7 +57,11 @@ describe('cluster mode: one upstream pace over two relays', { skip: redisSkip },
     await esp.waitFor(2 * EACH, 60_000);
     const times = esp.messages.map((m) => m.receivedAt);
     const busiest = maxInWindow(times, 1000);
-    assert.ok(busiest <= 5, `the ESP saw ${busiest} messages within one second (quota 4/s)`);
+    const degraded = relays.filter((r) => r.output().includes('cluster_degraded')).length;
+    assert.ok(
+      busiest <= 5,
+      `the ESP saw ${busiest} messages within one second (quota 4/s); ${degraded} relay(s) lost Redis meanwhile`,
+    );
     // Both relays sent: the pace was shared, not one relay doing all the work.
     for (let r = 0; r < 2; r++)
       assert.ok(
