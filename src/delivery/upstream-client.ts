@@ -29,8 +29,8 @@ import {
   rejectedErrorsOf,
   type RejectedError,
   type SmtpFailure,
-  type TransactionExtras,
 } from './nodemailer-adapter.js';
+import { mailParams, recipientDsn } from './mail-params.js';
 import { smtpUtf8For } from './smtputf8.js';
 
 /**
@@ -180,7 +180,7 @@ export class UpstreamClient {
     try {
       const info = await this.transport.sendMail({
         envelope: envelopeWithExtras(
-          { from: entry.from, to: recipients, ...dsnFor(entry) },
+          { from: entry.from, to: recipients, ...mailParams(entry) },
           { recipients: recipientDsn(entry, recipients), smtpUtf8 },
         ),
         raw,
@@ -385,27 +385,4 @@ function recipientResults(
 /** A pace for logs: "15/1m", "3.75/1m". */
 function paceText(pace: { count: number; perMs: number }): string {
   return `${Math.round(pace.count * 100) / 100}/${formatDuration(pace.perMs)}`;
-}
-
-/** RET and ENVID to pass on (nodemailer puts them on MAIL only when the ESP offers DSN). */
-function dsnFor(entry: QueueEntry): { dsn?: { ret?: string; envid?: string } } {
-  const { ret, envid } = entry.dsn ?? {};
-  if (!ret && !envid) return {};
-  return { dsn: { ...(ret ? { ret } : {}), ...(envid ? { envid } : {}) } };
-}
-
-/**
- * Each recipient's NOTIFY and ORCPT, for its own RCPT TO line (nodemailer-adapter.ts; sent only
- * when the ESP offers DSN). Undefined when no recipient has either.
- */
-function recipientDsn(entry: QueueEntry, recipients: string[]): TransactionExtras['recipients'] {
-  const list = recipients.map((address) => {
-    const state = entry.recipients.find((r) => r.address === address);
-    return {
-      address,
-      ...(state?.notify?.length ? { notify: state.notify.join(',') } : {}),
-      ...(state?.orcpt ? { orcpt: state.orcpt } : {}),
-    };
-  });
-  return list.some((r) => r.notify || r.orcpt) ? list : undefined;
 }

@@ -61,6 +61,12 @@ export interface QueueEntry {
   /** MAIL FROM's BODY=8BITMIME, when given. */
   bodyType?: '7bit' | '8bitmime';
   /**
+   * The stored message has a byte outside ASCII, declared or not (a device that sends UTF-8 or
+   * Latin-1 text without BODY=8BITMIME): it leaves with BODY=8BITMIME where the ESP offers
+   * 8BITMIME (RFC 6152 allows 8-bit data only under that declaration).
+   */
+  eightBit?: boolean;
+  /**
    * In memory only, never stored: the message is still one file, <id>.msg (its body, then this
    * envelope: one-file.ts), not yet split into <id>.eml and <id>.json.
    */

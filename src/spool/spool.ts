@@ -172,8 +172,8 @@ export class Spool {
       nameSynced.catch(() => undefined); // awaited below; a failure before then is not unhandled
       let full: QueueEntry | undefined;
       // The envelope follows the body, in the same write as its last bytes.
-      const { kept } = await streamInto(ops, fd, body, KEPT_BODY_MAX, ({ bytes, crc32 }) => {
-        full = { ...entry, size: bytes, bodyCrc32: crc32 };
+      const { kept } = await streamInto(ops, fd, body, KEPT_BODY_MAX, ({ bytes, crc32, eightBit }) => {
+        full = { ...entry, size: bytes, bodyCrc32: crc32, ...(eightBit ? { eightBit } : {}) };
         return encodeTrailer(full);
       });
       const steps = await Promise.allSettled([syncFd(fd), nameSynced]);

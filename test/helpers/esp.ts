@@ -37,6 +37,8 @@ export interface EspMessage {
   dsn?: { ret?: string; envid?: string; recipients: { notify?: string[]; orcpt?: string }[] };
   /** MAIL FROM carried SMTPUTF8. */
   smtpUtf8: boolean;
+  /** MAIL FROM's BODY (RFC 6152): '8bitmime' when given so, else '7bit'. */
+  bodyType: '7bit' | '8bitmime';
 }
 
 type MaybePromise<T> = T | Promise<T>;
@@ -96,6 +98,8 @@ export interface EspOptions {
   dsn?: boolean;
   /** Advertise SMTPUTF8 (RFC 6531) in EHLO. Default true (as smtp-server does). */
   smtpUtf8?: boolean;
+  /** Advertise 8BITMIME (RFC 6152) in EHLO. Default true (as smtp-server does). */
+  eightBitMime?: boolean;
 }
 
 export interface Esp {
@@ -216,6 +220,7 @@ class EspServer implements Esp {
       rejectOversized: this.opts.size !== undefined,
       hideDSN: !this.opts.dsn,
       hideSMTPUTF8: this.opts.smtpUtf8 === false,
+      hide8BITMIME: this.opts.eightBitMime === false,
       closeTimeout: 1000,
       socketTimeout: 60_000,
       onConnect: (_session, callback) => {
@@ -280,6 +285,7 @@ class EspServer implements Esp {
               remoteAddress: session.remoteAddress,
               sessionId: session.id,
               smtpUtf8: Boolean((envelope as { smtpUtf8?: boolean }).smtpUtf8),
+              bodyType: (envelope as { bodyType?: string }).bodyType === '8bitmime' ? '8bitmime' : '7bit',
               ...(this.opts.dsn
                 ? {
                     dsn: {
