@@ -9,7 +9,7 @@ import { ClusterClient } from '../cluster/client.js';
 import type { ClusterStatus } from '../cluster/cluster.js';
 import { listNodes } from '../cluster/nodes.js';
 import { silentLogger } from '../log.js';
-import { printJson, printTable, refuse, say } from './output.js';
+import { CONFIG_OPTION_HELP, printJson, printTable, refuse, say } from './output.js';
 
 interface StatusOptions {
   config?: string;
@@ -102,7 +102,7 @@ export function clusterCommand(): Command {
   cluster
     .command('status')
     .description('the live relays (queue sizes, versions) and whether this one is degraded')
-    .option('-c, --config <file>', 'config file (default: $SMARTHOST_CONFIG, else ./smarthost.yml)')
+    .option('-c, --config <file>', CONFIG_OPTION_HELP)
     .option('--json', 'print JSON instead of a table')
     .addHelpText(
       'after',

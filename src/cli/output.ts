@@ -2,7 +2,7 @@
 // for people and JSON for scripts, and how a command finds its config file.
 import path from 'node:path';
 import type { Command } from 'commander';
-import { findConfigFile } from '../config/load.js';
+import { findConfigFile, SYSTEM_CONFIG } from '../config/load.js';
 
 /** 0: done; 1: the action was refused (or failed); 2: the command line itself was wrong. */
 export const EXIT_OK = 0;
@@ -79,10 +79,13 @@ export function age(ms: number, now = Date.now()): string {
   return `${m}m`;
 }
 
+/** What `-c, --config <file>` says in every command's help (findConfigFile's order). */
+export const CONFIG_OPTION_HELP = `config file (default: $SMARTHOST_CONFIG, else ./smarthost.yml, else ${SYSTEM_CONFIG})`;
+
 /** Adds `-c, --config <file>` and an example to a command. */
 export function withConfigOption(command: Command, example: string): Command {
   return command
-    .option('-c, --config <file>', 'config file (default: $SMARTHOST_CONFIG, else ./smarthost.yml)')
+    .option('-c, --config <file>', CONFIG_OPTION_HELP)
     .addHelpText('after', `\nExample:\n${example}`);
 }
 

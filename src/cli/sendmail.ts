@@ -13,7 +13,7 @@ import { chmod, chown, mkdir, stat } from 'node:fs/promises';
 import { hostname as hostnameOf, userInfo } from 'node:os';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
-import { ConfigError, findConfigFile, loadConfig, type Config } from '../config/load.js';
+import { ConfigError, findConfigFile, loadConfig, SYSTEM_CONFIG, type Config } from '../config/load.js';
 import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
 import { maildropDir, MAILDROP_DIR_MODE, type PickupResult } from '../maildrop/pickup.js';
 import { checkLocalEnvelope } from '../maildrop/submit.js';
@@ -24,9 +24,6 @@ import { SmtpError } from '../smtp/errors.js';
 import { isRefusalReason } from '../events.js';
 import { EX, parseSendmailArgs, SendmailError, type SendmailArgs } from './sendmail-args.js';
 import { headerRecipients, outgoingHeader, readMessage, untilDot } from './sendmail-message.js';
-
-/** Where the relay's config is looked for when neither -C nor $SMARTHOST_CONFIG says. */
-export const SYSTEM_CONFIG = '/etc/smarthost/smarthost.yml';
 
 /** How long sendmail waits for the running relay's answer before leaving it the file. */
 const PICKUP_TIMEOUT_MS = 30_000;
@@ -223,14 +220,14 @@ function splitList(arg: string): string[] {
 }
 
 /**
- * The relay's config as `start` finds it (-C, $SMARTHOST_CONFIG, ./smarthost.yml) and then
- * /etc/smarthost/smarthost.yml (a cron job runs in $HOME). Without a file: an error, not the
+ * The relay's config as `start` finds it (-C, $SMARTHOST_CONFIG, ./smarthost.yml, then
+ * /etc/smarthost/smarthost.yml: a cron job runs in $HOME). Without a file: an error, not the
  * built-in ./data, which would be a folder in the job's working directory no relay looks at.
  * A config that does not load whole (a secret file only the relay may read) still names the
  * spool, which is all sendmail needs.
  */
 function findTarget(explicit?: string): Target {
-  const file = findConfigFile(explicit) ?? (existsSync(SYSTEM_CONFIG) ? SYSTEM_CONFIG : undefined);
+  const file = findConfigFile(explicit);
   if (!file)
     throw new SendmailError(
       `no relay config found: use -C FILE or set SMARTHOST_CONFIG (looked for ./smarthost.yml and ${SYSTEM_CONFIG})`,

@@ -6,7 +6,7 @@ import { findConfigFile } from '../config/load.js';
 import { parseDuration } from '../config/units.js';
 import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
 import type { TrafficReport, TrafficRow } from '../stats/traffic.js';
-import { printJson, printTable, say } from './output.js';
+import { CONFIG_OPTION_HELP, printJson, printTable, say } from './output.js';
 
 interface StatsOptions {
   config?: string;
@@ -134,7 +134,7 @@ async function run(opts: StatsOptions): Promise<void> {
 export function statsCommand(): Command {
   return new Command('stats')
     .description('top sources by messages, refusals and rate-limit hits (asks the running relay)')
-    .option('-c, --config <file>', 'config file (default: $SMARTHOST_CONFIG, else ./smarthost.yml)')
+    .option('-c, --config <file>', CONFIG_OPTION_HELP)
     .option('--since <duration>', 'how far back: 15m, 1h, 24h (the relay keeps 24h)', '1h')
     .option('--limit <n>', 'rows per table', '10')
     .option('--json', 'print JSON instead of tables')

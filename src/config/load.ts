@@ -56,12 +56,25 @@ export class ConfigError extends Error {
   }
 }
 
-/** `--config FILE`, else $SMARTHOST_CONFIG, else ./smarthost.yml when it exists, else none. */
-export function findConfigFile(explicit?: string, env = process.env): string | undefined {
+/** Where an installed relay keeps its config (deploy/systemd): looked for last. */
+export const SYSTEM_CONFIG = '/etc/smarthost/smarthost.yml';
+
+/**
+ * `--config FILE`, else $SMARTHOST_CONFIG, else ./smarthost.yml, else SYSTEM_CONFIG, the last
+ * two when they exist; else none. SYSTEM_CONFIG is for the admin of an installed relay: a
+ * command run from a home folder must edit and ask the relay the service runs, not create a
+ * config of its own there (as `allowlist add` does when it finds none).
+ */
+export function findConfigFile(
+  explicit?: string,
+  env = process.env,
+  systemConfig = SYSTEM_CONFIG,
+): string | undefined {
   if (explicit) return path.resolve(explicit);
   if (env.SMARTHOST_CONFIG) return path.resolve(env.SMARTHOST_CONFIG);
   const local = path.resolve('smarthost.yml');
-  return existsSync(local) ? local : undefined;
+  if (existsSync(local)) return local;
+  return existsSync(systemConfig) ? systemConfig : undefined;
 }
 
 export function loadConfig(explicit?: string, env = process.env): Config {

@@ -253,12 +253,37 @@ describe('findConfigFile', () => {
     const cwd = process.cwd();
     process.chdir(dir);
     try {
-      assert.equal(findConfigFile(undefined, {}), undefined);
+      // (An installed relay's /etc/smarthost/smarthost.yml would come next: not looked at here.)
+      assert.equal(findConfigFile(undefined, {}, path.join(dir, 'not-installed.yml')), undefined);
       await fs.writeFile(path.join(dir, 'smarthost.yml'), 'hostname: local\n');
       assert.equal(findConfigFile(undefined, {}), path.join(dir, 'smarthost.yml'));
       assert.equal(findConfigFile(undefined, { SMARTHOST_CONFIG: 'env.yml' }), path.join(dir, 'env.yml'));
       assert.equal(findConfigFile('cli.yml', { SMARTHOST_CONFIG: 'env.yml' }), path.join(dir, 'cli.yml'));
       assert.equal(loadConfig(undefined, {}).hostname, 'local');
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  test('then the installed one (/etc/smarthost/smarthost.yml), so an admin edits what the service runs', async () => {
+    const home = await makeTempDir('config-home');
+    const system = path.join(await makeTempDir('config-etc'), 'smarthost.yml');
+    const cwd = process.cwd();
+    process.chdir(home);
+    try {
+      assert.equal(findConfigFile(undefined, {}, system), undefined, 'not there: none');
+      await fs.writeFile(system, 'hostname: installed\n');
+      assert.equal(findConfigFile(undefined, {}, system), system);
+      assert.equal(
+        findConfigFile(undefined, { SMARTHOST_CONFIG: 'env.yml' }, system),
+        path.join(home, 'env.yml'),
+      );
+      await fs.writeFile(path.join(home, 'smarthost.yml'), 'hostname: local\n');
+      assert.equal(
+        findConfigFile(undefined, {}, system),
+        path.join(home, 'smarthost.yml'),
+        './smarthost.yml first',
+      );
     } finally {
       process.chdir(cwd);
     }
