@@ -42,7 +42,7 @@ export interface SendmailArgs {
   verbose: boolean;
   /** -C: the relay's config file. */
   config?: string;
-  /** -bm (default), -bs (SMTP on stdin: not supported), -bv… */
+  /** -bm (default), -bs (SMTP on stdin and stdout: sendmail-smtp.ts), -bi; others refused. */
   mode: string;
   recipients: string[];
   /** Flags accepted without effect, for -v. */

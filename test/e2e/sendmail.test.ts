@@ -99,7 +99,7 @@ describe('sendmail: scripts submit through the relay', () => {
       { args: ['a!b@example.com'], input: 'hi\n', code: 67, says: /bad recipient address/ },
       // The source `sendmail`'s policy (allowedRecipientDomains) refuses: EX_NOPERM.
       { args: ['x@elsewhere.example'], input: 'hi\n', code: 77, says: /elsewhere\.example/ },
-      { args: ['-bs'], input: '', code: 64, says: /-bs is not supported/ },
+      { args: ['-bt'], input: '', code: 64, says: /-bt is not supported/ },
     ];
     for (const c of cases) {
       const run = await runSendmail(link, c.args, c.input, { config });
