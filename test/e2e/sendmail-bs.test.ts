@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startEsp, type Esp } from '../helpers/esp.js';
-import { startRelay, type Relay } from '../helpers/relay.js';
-import { filesIn, header, splitMessage, upstreamFor, waitUntil } from './relay-common.js';
-import { runSendmail, sendmailSymlink } from './sendmail-common.js';
+import type { Esp } from '../helpers/esp.js';
+import type { Relay } from '../helpers/relay.js';
+import { filesIn, header, splitMessage, waitUntil } from './relay-common.js';
+import { runSendmail, startSendmailRelay } from './sendmail-common.js';
 
 /**
  * Python's smtplib, a real client, over a socket pair on the command's stdin and stdout (as a
@@ -104,15 +104,7 @@ describe('sendmail -bs: SMTP on standard input', () => {
   let link: string;
 
   before(async () => {
-    esp = await startEsp();
-    relay = await startRelay({
-      config: {
-        upstream: upstreamFor(esp),
-        queue: { retry: ['1s'] },
-        sendmail: { allowedRecipientDomains: ['example.com', 'corp.example'] },
-      },
-    });
-    link = await sendmailSymlink();
+    ({ esp, relay, link } = await startSendmailRelay());
   });
 
   after(async () => {

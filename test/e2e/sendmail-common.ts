@@ -3,7 +3,9 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { makeTempDir, RELAY_BIN } from '../helpers/relay.js';
+import { startEsp, type Esp } from '../helpers/esp.js';
+import { makeTempDir, RELAY_BIN, startRelay, type Relay } from '../helpers/relay.js';
+import { upstreamFor } from './relay-common.js';
 
 export interface SendmailRun {
   code: number | null;
@@ -52,4 +54,20 @@ export function runSendmail(
     child.stdin.on('error', () => undefined);
     child.stdin.end(input);
   });
+}
+
+/**
+ * The ESP stand-in, a relay delivering to it whose `sendmail` source may send to example.com
+ * and corp.example only, and a `sendmail` symlink to the CLI.
+ */
+export async function startSendmailRelay(): Promise<{ esp: Esp; relay: Relay; link: string }> {
+  const esp = await startEsp();
+  const relay = await startRelay({
+    config: {
+      upstream: upstreamFor(esp),
+      queue: { retry: ['1s'] },
+      sendmail: { allowedRecipientDomains: ['example.com', 'corp.example'] },
+    },
+  });
+  return { esp, relay, link: await sendmailSymlink() };
 }

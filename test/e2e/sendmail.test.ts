@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startEsp, type Esp } from '../helpers/esp.js';
-import { makeTempDir, startRelay, type Relay } from '../helpers/relay.js';
-import { filesIn, header, splitMessage, upstreamFor, waitUntil } from './relay-common.js';
-import { runSendmail, sendmailSymlink } from './sendmail-common.js';
+import type { Esp } from '../helpers/esp.js';
+import { makeTempDir, type Relay } from '../helpers/relay.js';
+import { filesIn, header, splitMessage, waitUntil } from './relay-common.js';
+import { runSendmail, startSendmailRelay } from './sendmail-common.js';
 
 describe('sendmail: scripts submit through the relay', () => {
   let esp: Esp;
@@ -19,15 +19,7 @@ describe('sendmail: scripts submit through the relay', () => {
   let maildrop: string;
 
   before(async () => {
-    esp = await startEsp();
-    relay = await startRelay({
-      config: {
-        upstream: upstreamFor(esp),
-        queue: { retry: ['1s'] },
-        sendmail: { allowedRecipientDomains: ['example.com', 'corp.example'] },
-      },
-    });
-    link = await sendmailSymlink();
+    ({ esp, relay, link } = await startSendmailRelay());
     maildrop = path.join(relay.spoolDir, 'maildrop');
   });
 
