@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { allowlistCommand } from './allowlist.js';
 import { checkConfigCommand } from './check-config.js';
-import { CliError, CONFIG_OPTION_HELP, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from './output.js';
+import { CliError, CONFIG_SEARCH, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from './output.js';
 import { queueCommand } from './queue.js';
 import { reloadCommand } from './reload.js';
 import { sendTestCommand } from './send-test.js';
@@ -30,7 +30,7 @@ program
 program
   .command('start')
   .description('run the relay (what `npm start` runs)')
-  .option('-c, --config <file>', `${CONFIG_OPTION_HELP.slice(0, -1)}, else built-in defaults)`)
+  .option('-c, --config <file>', `config file (default: ${CONFIG_SEARCH}, else built-in defaults)`)
   .addHelpText('after', '\nExample:\n  smarthost start -c /etc/smarthost/smarthost.yml')
   .action(startCommand);
 

@@ -79,8 +79,11 @@ export function age(ms: number, now = Date.now()): string {
   return `${m}m`;
 }
 
-/** What `-c, --config <file>` says in every command's help (findConfigFile's order). */
-export const CONFIG_OPTION_HELP = `config file (default: $SMARTHOST_CONFIG, else ./smarthost.yml, else ${SYSTEM_CONFIG})`;
+/** Where a command looks for its config without `-c` (findConfigFile's order). */
+export const CONFIG_SEARCH = `$SMARTHOST_CONFIG, else ./smarthost.yml, else ${SYSTEM_CONFIG}`;
+
+/** What `-c, --config <file>` says in every command's help. */
+export const CONFIG_OPTION_HELP = `config file (default: ${CONFIG_SEARCH})`;
 
 /** Adds `-c, --config <file>` and an example to a command. */
 export function withConfigOption(command: Command, example: string): Command {

@@ -132,7 +132,10 @@ class Session {
     const from = written.path === '' ? '' : this.qualify(written.path);
     const problem = from && routingFormProblem(from);
     if (problem) return this.reply(553, `5.1.7 Bad sender address "${from}": ${problem}`);
-    if (!(await this.checked(async (policy) => void (await policy.checkSender(local(policy), from))))) return;
+    const senderChecked = await this.checked(async (policy) => {
+      await policy.checkSender(local(policy), from);
+    });
+    if (!senderChecked) return;
     this.envelope = { from, recipients: [] };
     this.reply(250, '2.1.0 OK');
   }
