@@ -182,7 +182,9 @@ class Session {
       if (err instanceof SmtpError) return this.refuse(err);
       if (!(err instanceof SendmailError)) throw err;
       if (err.exitCode === EX.DATAERR) return this.reply(554, `5.6.0 ${err.message}`);
-      this.reply(err.exitCode === EX.TEMPFAIL ? 452 : 451, `4.3.0 ${err.message}`);
+      // TEMPFAIL: the disk is full (writeToMaildrop); anything else: the file could not be made.
+      if (err.exitCode === EX.TEMPFAIL) return this.reply(452, `4.3.1 ${err.message}`);
+      this.reply(451, `4.3.0 ${err.message}`);
     }
   }
 
