@@ -48,7 +48,7 @@ program.addCommand(clusterCommand());
 program
   .command('sendmail')
   .description(
-    'the sendmail command for scripts and cron (-t, -i, -f…): see README, "Linux servers and scripts"',
+    'the sendmail command for scripts, cron and PHP mailers (-t, -i, -f…, -bs): see README, "Linux servers and scripts"',
   )
   .addHelpText(
     'after',
