@@ -10,14 +10,14 @@
 // the local source's policy again at pickup), but still bounded: command lines and the header
 // section have limits, a message streams, and a refusal keeps the conversation in step.
 import { userInfo } from 'node:os';
-import { localSubmissionOff } from '../maildrop/submit.js';
+import { localSource } from '../maildrop/submit.js';
 import { routingFormProblem } from '../policy/address.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { readPath } from '../smtp/envelope-syntax.js';
 import { SmtpError } from '../smtp/errors.js';
 import { EX, SendmailError, type SendmailArgs } from './sendmail-args.js';
 import { outgoingHeader, readMessage } from './sendmail-message.js';
-import { askRelay, findTarget, writeToMaildrop, type Target } from './sendmail-submit.js';
+import { askRelay, findTarget, permanentRefusal, writeToMaildrop, type Target } from './sendmail-submit.js';
 import { InputEnded, StdioLines } from './stdio-lines.js';
 
 /** Recipients of one message, at most (Postfix's smtpd_recipient_limit). */
@@ -133,7 +133,7 @@ class Session {
     const problem = from && routingFormProblem(from);
     if (problem) return this.reply(553, `5.1.7 Bad sender address "${from}": ${problem}`);
     const senderChecked = await this.checked(async (policy) => {
-      await policy.checkSender(local(policy), from);
+      await policy.checkSender(localSource(policy), from);
     });
     if (!senderChecked) return;
     this.envelope = { from, recipients: [] };
@@ -152,7 +152,7 @@ class Session {
     const problem = routingFormProblem(rcpt);
     if (problem) return this.reply(553, `5.1.3 Bad recipient address "${rcpt}": ${problem}`);
     const count = envelope.recipients.length + 1;
-    if (!(await this.checked((policy) => policy.checkRcpt(local(policy), rcpt, count)))) return;
+    if (!(await this.checked((policy) => policy.checkRcpt(localSource(policy), rcpt, count)))) return;
     if (!envelope.recipients.some((r) => r.toLowerCase() === rcpt.toLowerCase()))
       envelope.recipients.push(rcpt);
     this.reply(250, '2.1.5 OK');
@@ -189,31 +189,17 @@ class Session {
   }
 
   /**
-   * Runs a policy check when the config is readable (else the relay checks at pickup). A
-   * permanent refusal is replied and false; a temporary one (a rate limit) is no reason to
-   * refuse: the relay keeps the message until it may send it.
+   * Runs a policy check when the config is readable (else the relay checks at pickup); a
+   * permanent refusal is replied, and false (permanentRefusal says which count).
    */
   private async checked(check: (policy: PolicyEngine) => Promise<void>): Promise<boolean> {
-    if (!this.policy) return true;
-    try {
-      await check(this.policy);
-    } catch (err) {
-      if (!(err instanceof SmtpError)) throw err;
-      if (err.temporary) return true;
-      this.refuse(err);
-      return false;
-    }
-    return true;
+    const policy = this.policy;
+    const refused = policy && (await permanentRefusal(() => check(policy)));
+    if (refused) this.refuse(refused);
+    return !refused;
   }
 
   private qualify(address: string): string {
     return address.includes('@') ? address : `${address}@${this.target.hostname}`;
   }
-}
-
-/** The policy's local source; turned off in the config, a refusal of every MAIL. */
-function local(policy: PolicyEngine) {
-  const source = policy.sources.local;
-  if (!source) throw localSubmissionOff();
-  return source;
 }

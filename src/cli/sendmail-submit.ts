@@ -57,6 +57,21 @@ export async function writeToMaildrop(
   }
 }
 
+/**
+ * The relay's permanent refusal of what `check` tests (the sendmail policy, checked here first
+ * so that a refusal reaches the caller, not a file that waits in maildrop for nothing), if any.
+ * A temporary one (a rate limit) is no reason to refuse: the relay keeps the file until it may
+ * send it; anything else is left for the relay's own check at pickup.
+ */
+export async function permanentRefusal(check: () => Promise<void>): Promise<SmtpError | undefined> {
+  try {
+    await check();
+  } catch (err) {
+    if (err instanceof SmtpError && !err.temporary) return err;
+  }
+  return undefined;
+}
+
 /** Asks the running relay to take a written message now. Throws its refusal as an SmtpError. */
 export async function askRelay(socket: string, name: string): Promise<Handed> {
   let result: PickupResult;

@@ -17,7 +17,7 @@ import { SmtpError } from '../smtp/errors.js';
 import { EX, parseSendmailArgs, SendmailError, type SendmailArgs } from './sendmail-args.js';
 import { headerRecipients, outgoingHeader, readMessage, untilDot } from './sendmail-message.js';
 import { smtpSession } from './sendmail-smtp.js';
-import { askRelay, findTarget, writeToMaildrop } from './sendmail-submit.js';
+import { askRelay, findTarget, permanentRefusal, writeToMaildrop } from './sendmail-submit.js';
 
 /** Runs sendmail with `argv` (the arguments after the command name); resolves the exit code. */
 export async function runSendmail(
@@ -88,7 +88,10 @@ async function send(args: SendmailArgs, stdin: AsyncIterable<Buffer>): Promise<n
   // The relay's own checks, made here first when the config is readable: a refusal now is an
   // exit code the script sees, not a message that waits in maildrop for nothing.
   const policy = target.config ? new PolicyEngine(target.config) : undefined;
-  if (policy) await precheck(() => checkLocalEnvelope(policy, { from: sender, recipients, size: 0 }));
+  const refused =
+    policy &&
+    (await permanentRefusal(() => checkLocalEnvelope(policy, { from: sender, recipients, size: 0 })));
+  if (refused) throw refusal(refused);
 
   const header = outgoingHeader(message.fields, sender, args.fullName);
   async function* whole(): AsyncGenerator<Buffer> {
@@ -103,15 +106,6 @@ async function send(args: SendmailArgs, stdin: AsyncIterable<Buffer>): Promise<n
     return EX.OK;
   } catch (err) {
     throw err instanceof SmtpError ? refusal(err) : err;
-  }
-}
-
-async function precheck(check: () => Promise<void>): Promise<void> {
-  try {
-    await check();
-  } catch (err) {
-    if (err instanceof SmtpError && !err.temporary) throw refusal(err);
-    // A rate limit now is no reason to refuse: the relay keeps the file until it may send it.
   }
 }
 

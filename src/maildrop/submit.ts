@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { Source } from '../policy/sources.js';
 import { planSender } from '../rewrite/sender.js';
 import { SmtpError } from '../smtp/errors.js';
 import { receiveMessage } from '../smtp/receive.js';
@@ -36,6 +37,13 @@ export function localSubmissionOff(): SmtpError {
   );
 }
 
+/** The source `sendmail`; turned off in the config (`sendmail.enabled: false`), a refusal. */
+export function localSource(policy: PolicyEngine): Source {
+  const source = policy.sources.local;
+  if (!source) throw localSubmissionOff();
+  return source;
+}
+
 /**
  * Checks the envelope against the policy of the source `sendmail`, before the message is read.
  * Throws the SmtpError of the first refusal. Takes the rate-limit tokens, as MAIL and RCPT do.
@@ -44,8 +52,7 @@ export async function checkLocalEnvelope(
   policy: PolicyEngine,
   message: Omit<LocalMessage, 'uid'>,
 ): Promise<void> {
-  const source = policy.sources.local;
-  if (!source) throw localSubmissionOff();
+  const source = localSource(policy);
   await policy.checkSender(source, message.from, message.size);
   // One at a time, in order, as RCPT commands would be (cluster mode: each a Redis round trip).
   for (const [i, rcpt] of message.recipients.entries()) await policy.checkRcpt(source, rcpt, i + 1);
