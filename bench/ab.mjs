@@ -34,6 +34,7 @@ const argsFor = (side) => {
   return value === undefined ? {} : { nodeArgs: value.split(' ').filter(Boolean) };
 };
 const MESSAGES = 3000;
+const WARM_UP = 3000;
 
 function usage(problem) {
   console.error(
@@ -94,8 +95,10 @@ async function main() {
   ];
   try {
     console.log(`bench:ab: this (${REPO}) against other (${otherRepo}), ${scenario}, ${rounds} rounds`);
-    const warmUp = sink.count + 2 * 300;
-    for (const r of relays) await smtpSource(r.port, { sessions: 10, messages: 300, size: 2048 });
+    // Warm both up (V8 compiling their hot paths, their heaps growing): a build's first
+    // thousands of messages cost it more CPU than later ones.
+    const warmUp = sink.count + 2 * WARM_UP;
+    for (const r of relays) await smtpSource(r.port, { sessions: 20, messages: WARM_UP, size: 2048 });
     await sink.waitFor(warmUp, 120_000);
     const results = [];
     for (let i = 0; i < rounds; i++) {

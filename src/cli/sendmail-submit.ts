@@ -9,7 +9,7 @@ import { hostname as hostnameOf } from 'node:os';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, findConfigFile, loadConfig, SYSTEM_CONFIG, type Config } from '../config/load.js';
-import { controlRequest, controlSocketPath, ControlError, RelayNotRunning } from '../control/client.js';
+import { controlRequest, controlSocketPath, RelayNotRunning } from '../control/client.js';
 import { isRefusalReason } from '../events.js';
 import type { DropEnvelope } from '../maildrop/format.js';
 import { maildropDir, MAILDROP_DIR_MODE, type PickupResult } from '../maildrop/pickup.js';
@@ -80,12 +80,10 @@ export async function askRelay(socket: string, name: string): Promise<Handed> {
   } catch (err) {
     if (err instanceof RelayNotRunning)
       return { status: 'kept', why: 'the relay is not running: it sends the message when it starts' };
-    if (err instanceof ControlError)
-      return {
-        status: 'kept',
-        why: `the relay takes the message from maildrop/ within seconds (${err.message})`,
-      };
-    throw err;
+    // The message is already safe in maildrop/, so whatever went wrong in asking, the relay
+    // still takes it: saying anything but "kept" would make a client send it a second time.
+    const why = err instanceof Error ? err.message : String(err);
+    return { status: 'kept', why: `the relay takes the message from maildrop/ within seconds (${why})` };
   }
   if (result.status === 'queued') return result;
   if (result.status === 'refused') {
