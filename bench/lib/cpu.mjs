@@ -82,12 +82,14 @@ export function machineCpuMicros() {
 }
 
 /**
- * CPU time (µs) of the kernel's own threads (kthreadd, pid 2, and its children): the journal's
- * commits, block I/O completions, writeback. During a run they mostly work for the servers'
- * fsyncs, outside either server's cgroup, so they are counted apart rather than as other work.
+ * CPU time (µs) of each of the kernel's own threads (kthreadd, pid 2, and its children), by pid:
+ * the journal's commits, block I/O completions, writeback. During a run they mostly work for the
+ * servers' fsyncs, outside either server's cgroup, so they are counted apart rather than as
+ * other work. By pid, because kernel workers come and go: a sum over the threads of the moment
+ * loses an exited one's whole time, and once made a run's kernel time negative.
  */
 export function kernelThreadsMicros() {
-  let ticks = 0;
+  const byPid = new Map();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
@@ -95,12 +97,26 @@ export function kernelThreadsMicros() {
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       // fields[1] is the parent's pid (field 4); utime and stime are fields 14 and 15.
       if (entry !== '2' && fields[1] !== '2') continue;
-      ticks += Number(fields[11]) + Number(fields[12]);
+      byPid.set(entry, ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticksPerSecond());
     } catch {
       // gone meanwhile
     }
   }
-  return (ticks * 1e6) / ticksPerSecond();
+  return byPid;
+}
+
+/**
+ * The kernel threads' time between two readings: each thread's growth, a new one's whole time
+ * (it started meanwhile). A thread that exited in between is lost (its last part falls to
+ * "other work", which only makes a run less likely to count as quiet).
+ */
+function kernelThreadsSince(earlier, later) {
+  let micros = 0;
+  for (const [pid, now] of later) {
+    const before = earlier.get(pid) ?? 0;
+    micros += now >= before ? now - before : now; // less than before: the pid went to a new thread
+  }
+  return micros;
 }
 
 function tryCgroup(name) {
@@ -205,7 +221,7 @@ export function since(earlier, later) {
   );
   const machine = later.machine.busy - earlier.machine.busy;
   const self = later.self - earlier.self;
-  const kernel = later.kernel - earlier.kernel;
+  const kernel = kernelThreadsSince(earlier.kernel, later.kernel);
   const counted = Object.values(parties).reduce((a, b) => a + b, 0) + self + kernel;
   const wallMicros = (later.at - earlier.at) * 1000;
   return { parties, machine, self, kernel, other: Math.max(0, machine - counted), wallMicros };
