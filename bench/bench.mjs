@@ -93,6 +93,7 @@ const speeds = {};
 /**
  * Runs `measure` and records the CPU time per message of the server's own processes and of the
  * whole machine (load tools included: the same for both sides), beside the scenario's rates.
+ * `messages`: how many the run sent, or a function that says so once it has run.
  */
 async function withCpu(server, messages, measure) {
   (speeds[server.name] ??= []).push(await speedSample());
@@ -101,7 +102,8 @@ async function withCpu(server, messages, measure) {
   const d = since(before, snapshot([server.cpu, toolsMeter]));
   speeds[server.name].push(await speedSample());
   const share = d.other / (d.wallMicros * CORES);
-  const perMsg = (us) => us / messages;
+  const count = typeof messages === 'function' ? messages() : messages;
+  const perMsg = (us) => us / count;
   logFor(server)(
     `  CPU per message: own ${perMsg(d.parties[server.name]).toFixed(0)} µs, load tools ${perMsg(d.parties.tools).toFixed(0)} µs, ` +
       `kernel threads ${perMsg(d.kernel).toFixed(0)} µs, whole machine ${perMsg(d.machine).toFixed(0)} µs; ` +
@@ -196,10 +198,13 @@ const SCENARIOS = [
     async run(server, sink) {
       const sampler = new MemorySampler(() => server.pids()).start();
       const base = sink.count;
-      const start = now();
-      await smtpSource(server.port, { sessions: 2, messages: N.largeCount, size: N.largeSize });
-      await drained(sink, base + N.largeCount);
-      const ms = now() - start;
+      let ms = 0;
+      const cpu = await withCpu(server, N.largeCount, async () => {
+        const start = now();
+        await smtpSource(server.port, { sessions: 2, messages: N.largeCount, size: N.largeSize });
+        await drained(sink, base + N.largeCount);
+        ms = now() - start;
+      });
       const peakKb = sampler.stop();
       const mb = (N.largeCount * N.largeSize) / 1024 / 1024;
       logFor(server)(
@@ -211,6 +216,7 @@ const SCENARIOS = [
       record('large_rss', '10 MB messages: peak memory (PSS, all processes)', 'MB', 'lower', {
         [server.name]: peakKb / 1024,
       });
+      recordCpu(server, 'large', '10 MB messages, 2 sessions', cpu);
     },
   },
   {
@@ -218,18 +224,26 @@ const SCENARIOS = [
     repeat: 2,
     async run(server, sink) {
       const base = sink.count;
-      const r = await latencyRun(server.port, {
-        rate: N.latencyRate,
-        conns: N.latencyConns,
-        seconds: N.latencySeconds,
-      });
-      await drained(sink, base + r.sent);
+      let r;
+      const cpu = await withCpu(
+        server,
+        () => r.sent,
+        async () => {
+          r = await latencyRun(server.port, {
+            rate: N.latencyRate,
+            conns: N.latencyConns,
+            seconds: N.latencySeconds,
+          });
+          await drained(sink, base + r.sent);
+        },
+      );
       logFor(server)(
         `latency at ${N.latencyRate}/s over ${N.latencyConns} sessions: ${r.sent} messages, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(2)} ms`,
       );
       const label = `accept latency (end of DATA → 250) at ${N.latencyRate} msg/s`;
       record('lat_p50', `${label}: p50`, 'ms', 'lower', { [server.name]: r.p50 });
       record('lat_p99', `${label}: p99`, 'ms', 'lower', { [server.name]: r.p99 });
+      recordCpu(server, 'lat', `2 KB at ${N.latencyRate} msg/s over ${N.latencyConns} sessions`, cpu);
     },
   },
   {
