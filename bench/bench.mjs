@@ -50,7 +50,7 @@ const SPEED_SKEW_LIMIT = 0.15;
 
 const N = {
   // Messages each server takes before anything is measured. 5,000 was tried (BENCHMARKS.md,
-  // item 31): it did not speed smarthost up in the bench, and Postfix ran slower after it.
+  // item 32): it did not speed smarthost up in the bench, and Postfix ran slower after it.
   warmup: Number(process.env.BENCH_WARMUP ?? (QUICK ? 100 : 300)),
   small: QUICK ? 1000 : 5000,
   seq: QUICK ? 200 : 500,

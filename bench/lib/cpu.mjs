@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cleanups, childrenOf } from './harness.mjs';
+import { cleanups, childrenOf, statFields } from './harness.mjs';
 
 let clockTicks;
 function ticksPerSecond() {
@@ -29,15 +29,8 @@ function ticksPerSecond() {
 
 /** utime+stime+cutime+cstime of one process, in clock ticks (0 when it is gone). */
 function processTicks(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state); utime..cstime are fields 14..17.
-    return fields.slice(11, 15).reduce((sum, v) => sum + Number(v), 0);
-  } catch {
-    return 0;
-  }
+  // fields[0] is field 3 (state); utime..cstime are fields 14..17.
+  return (statFields(pid) ?? []).slice(11, 15).reduce((sum, v) => sum + Number(v), 0);
 }
 
 /** Every live process under (and including) the given roots. */
@@ -61,8 +54,7 @@ export function treeCpuMicros(roots) {
 
 /** µs used by this script's children that have exited and been reaped (smtp-source runs). */
 export function reapedChildrenMicros() {
-  const stat = fs.readFileSync('/proc/self/stat', 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields('self'); // cutime and cstime are fields 16 and 17
   return ((Number(fields[13]) + Number(fields[14])) * 1e6) / ticksPerSecond();
 }
 
@@ -90,17 +82,10 @@ export function machineCpuMicros() {
  */
 export function kernelThreadsMicros() {
   const byPid = new Map();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // fields[1] is the parent's pid (field 4); utime and stime are fields 14 and 15.
-      if (entry !== '2' && fields[1] !== '2') continue;
-      byPid.set(entry, ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticksPerSecond());
-    } catch {
-      // gone meanwhile
-    }
+  for (const pid of [2, ...childrenOf(2)]) {
+    const fields = statFields(pid);
+    // utime and stime are fields 14 and 15.
+    if (fields) byPid.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticksPerSecond());
   }
   return byPid;
 }

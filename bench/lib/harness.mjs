@@ -125,15 +125,32 @@ export function pssKb(pid) {
   }
 }
 
+/** The fields of /proc/<pid>/stat from field 3 (state) on; undefined once the process is gone. */
+export function statFields(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The direct children of a process, read from /proc in this process. Not through `pgrep`: the
  * memory sampler asks ten times a second, and a program started that often took 8 % of the
  * machine, uncounted ("other work"), during Postfix's runs only.
  */
 export function childrenOf(pid) {
+  let tasks;
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return []; // gone
+  }
   try {
     const children = [];
-    for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    for (const task of tasks) {
       const list = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8');
       for (const child of list.split(' ')) if (child.trim()) children.push(Number(child));
     }
@@ -145,17 +162,10 @@ export function childrenOf(pid) {
 
 /** childrenOf without /proc/<pid>/task/<tid>/children (a kernel built without it). */
 function childrenByScan(pid) {
-  const children = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1] === String(pid)) children.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return children;
+  return fs
+    .readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry) && statFields(entry)?.[1] === String(pid)) // field 4: the parent
+    .map(Number);
 }
 
 /** Samples the memory of a server (its processes' PSS, summed) and keeps the peak. */
