@@ -64,6 +64,8 @@ export const EVENTS = {
   incomplete_removed: { level: 'warn', when: 'the files of a reception a crash cut short were swept' },
   body_damaged: { level: 'error', when: 'a body does not match its checksum', metric: 'smarthost_dead_letters' },
   delivery_thread_failed: { level: 'error', when: 'the delivery thread failed or stopped' },
+  burst_started: { level: 'info', when: 'a burst: new messages wait (queue.acceptFirst) so senders are answered first' },
+  burst_ended: { level: 'info', when: 'the burst eased: the messages held go to the ESP' },
   // bounces
   bounced: { level: 'info', when: 'a bounce was queued', metric: 'smarthost_bounces_total' },
   bounce_dropped: { level: 'warn', when: 'a bounce could not be sent anywhere' },

@@ -262,6 +262,11 @@ export const configSchema = z
         retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '30m', '1h', '2h', '4h']),
         /** Deliveries in flight at once, over all upstreams. */
         concurrency: z.number().int().min(1).max(1000).default(20),
+        /**
+         * During a burst (messages arriving fast, the relay busy), how long a new message's first
+         * attempt may wait so that senders are answered first (queue/accept-first.ts). 0: never.
+         */
+        acceptFirst: duration.prefault('10s'),
         /** Another name for retention.failed (the one postqueue users look for here). */
         deadLetterMaxAge: retentionAge.optional(),
       })

@@ -13,6 +13,7 @@ import { allTemporary, type Courier, type RecipientResult } from '../delivery/co
 import type { Bouncer } from '../bounce/bouncer.js';
 import { pendingRecipients, type QueueEntry } from '../spool/entry.js';
 import type { QueuedMessage, Spool } from '../spool/spool.js';
+import { AcceptFirst, eventLoopLoad, type LoopLoad } from './accept-first.js';
 import { JustQueued } from './just-queued.js';
 import { settle, type Settled } from './settle.js';
 import { TimerHeap } from './timer-heap.js';
@@ -37,6 +38,8 @@ export interface QueueDeps {
   log: Logger;
   config: () => Config;
   now?: () => number;
+  /** The event loop's busy share (accept-first.ts); tests set their own. */
+  loopLoad?: LoopLoad;
 }
 
 export class DeliveryQueue extends EventEmitter {
@@ -49,10 +52,38 @@ export class DeliveryQueue extends EventEmitter {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly now: () => number;
+  /** During a burst, first attempts wait for it to ease (accept-first.ts). */
+  private readonly acceptFirst: AcceptFirst;
 
   constructor(private readonly deps: QueueDeps) {
     super();
     this.now = deps.now ?? Date.now;
+    this.acceptFirst = new AcceptFirst({
+      maxWaitMs: () => deps.config().queue.acceptFirst,
+      now: this.now,
+      loopLoad: deps.loopLoad ?? eventLoopLoad(this.now),
+      release: (ids) => {
+        const now = this.now();
+        for (const id of ids) if (this.heap.has(id)) this.heap.schedule(id, now);
+        this.pump();
+      },
+      onBurst: (state, held) => {
+        if (state === 'started') {
+          const wait = deps.config().queue.acceptFirst / 1000;
+          deps.log.info(
+            `a burst of messages: new ones wait up to ${wait}s for delivery, so that their senders are answered first`,
+            {
+              event: 'burst_started',
+            },
+          );
+        } else {
+          deps.log.info(`the burst has eased: delivering the ${held} message(s) held`, {
+            event: 'burst_ended',
+            held,
+          });
+        }
+      },
+    });
   }
 
   /** Resumes everything in the spool. Each is looked at once, at its own next-attempt time. */
@@ -83,6 +114,9 @@ export class DeliveryQueue extends EventEmitter {
     const id = typeof item === 'string' ? item : item.entry.id;
     if (typeof item === 'string') this.justQueued.drop(id);
     else this.justQueued.hold(item);
+    // A message just accepted, due now: during a burst, it waits for the burst to ease.
+    const now = this.now();
+    if (typeof item !== 'string' && due <= now) due = this.acceptFirst.firstAttemptAt(id, now);
     this.heap.schedule(id, due);
     this.pump();
   }
@@ -101,6 +135,7 @@ export class DeliveryQueue extends EventEmitter {
   /** Forget an id (it was deleted from the spool by an admin). */
   forget(id: string): void {
     this.heap.delete(id);
+    this.acceptFirst.done(id);
     this.justQueued.drop(id);
     this.forced.delete(id);
   }
@@ -121,6 +156,7 @@ export class DeliveryQueue extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     this.justQueued.clear();
+    this.acceptFirst.stop();
     if (this.timer) clearTimeout(this.timer);
     await this.settled();
   }
@@ -131,6 +167,7 @@ export class DeliveryQueue extends EventEmitter {
     while (this.inFlight.size < limit) {
       const id = this.heap.popDue(this.now());
       if (!id) break;
+      this.acceptFirst.done(id);
       if (this.inFlight.has(id)) continue;
       const run = this.attempt(id)
         .catch((err: Error) => {

@@ -47,15 +47,15 @@ describe('JustQueued: the bounds', () => {
     assert.equal(held.size, 0);
   });
 
-  test('at most 1,000 held: the newest are not, and room comes back as they are taken', () => {
+  test('at most 10,000 held: the newest are not, and room comes back as they are taken', () => {
     const held = new JustQueued();
-    const entries = Array.from({ length: 1005 }, () => entry());
+    const entries = Array.from({ length: 10_005 }, () => entry());
     for (const e of entries) held.hold({ entry: e });
-    assert.equal(held.size, 1000);
+    assert.equal(held.size, 10_000);
     assert.ok(held.take(entries[0]!.id), 'the oldest are held');
-    assert.equal(held.take(entries[1004]!.id), undefined, 'the newest are not');
-    held.hold({ entry: entries[1004]! });
-    assert.equal(held.take(entries[1004]!.id)?.entry, entries[1004], 'room again once one is taken');
+    assert.equal(held.take(entries[10_004]!.id), undefined, 'the newest are not');
+    held.hold({ entry: entries[10_004]! });
+    assert.equal(held.take(entries[10_004]!.id)?.entry, entries[10_004], 'room again once one is taken');
   });
 
   test('at most 16 MB of bodies: past that, the state is held without its body', () => {
