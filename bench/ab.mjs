@@ -12,7 +12,8 @@
 // - latency: both are loaded at once (5 sessions at 50 msg/s each) for 10 s a round;
 // - new, reuse: smtp-source runs against one, then the other, the order swapped every round.
 // The result is the median over the rounds, and how many rounds this build won; new and reuse
-// also give each relay's CPU time per message (bench/lib/cpu.mjs).
+// also give the rate end to end (until the sink has every message) and each relay's CPU time
+// per message (bench/lib/cpu.mjs).
 // Needs smtp-sink and smtp-source (Debian's postfix package); no root.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -55,6 +56,7 @@ async function round(relays, sink) {
   for (const r of relays) {
     const base = sink.count;
     const before = r.cpu.read();
+    const start = performance.now();
     const ms = await smtpSource(r.port, {
       sessions: 20,
       messages: MESSAGES,
@@ -63,9 +65,10 @@ async function round(relays, sink) {
     });
     // The next relay starts only when this one has delivered everything, not beside its backlog.
     await sink.waitFor(base + MESSAGES, 300_000);
+    const e2e = (MESSAGES * 1000) / (performance.now() - start);
     // CPU per message of the relay's own process (its delivery included): the figure a busy
     // machine moves least, since it counts work rather than time.
-    out[r.name] = { rate: (MESSAGES * 1000) / ms, cpu: (r.cpu.read() - before) / MESSAGES };
+    out[r.name] = { rate: (MESSAGES * 1000) / ms, e2e, cpu: (r.cpu.read() - before) / MESSAGES };
   }
   return out;
 }
@@ -107,16 +110,16 @@ async function main() {
       results.push(result);
       const show = (name) =>
         Object.entries(result[name])
-          .map(([k, v]) => `${k} ${v.toFixed(k === 'rate' || k === 'cpu' ? 0 : 2)}`)
+          .map(([k, v]) => `${k} ${v.toFixed(['rate', 'e2e', 'cpu'].includes(k) ? 0 : 2)}`)
           .join(', ');
       console.log(`  round ${i + 1}: this ${show('this')} | other ${show('other')}`);
     }
     const keys = Object.keys(results[0].this);
     console.log('');
     for (const key of keys) {
-      const higherWins = key === 'rate';
-      const unit = { rate: 'msg/s', cpu: 'µs/msg' }[key] ?? 'ms';
-      const digits = key === 'rate' || key === 'cpu' ? 0 : 2;
+      const higherWins = key === 'rate' || key === 'e2e';
+      const unit = { rate: 'msg/s', e2e: 'msg/s', cpu: 'µs/msg' }[key] ?? 'ms';
+      const digits = ['rate', 'e2e', 'cpu'].includes(key) ? 0 : 2;
       const mine = median(results.map((r) => r.this[key]));
       const theirs = median(results.map((r) => r.other[key]));
       const won = results.filter((r) =>

@@ -95,7 +95,9 @@ export class AcceptFirst {
   }
 
   private check(): void {
-    if (this.held.size > 0 && this.inBurst(this.options.now(), false)) return;
+    // Still a burst, and still asked for (a reload may have set queue.acceptFirst to 0).
+    const holding = this.held.size > 0 && this.options.maxWaitMs() > 0;
+    if (holding && this.inBurst(this.options.now(), false)) return;
     const ids = [...this.held];
     this.stop();
     if (ids.length === 0) return;

@@ -20,9 +20,9 @@ function gate(options: { load: number; maxWaitMs?: number }) {
   let clock = 1_000_000;
   const released: string[][] = [];
   const bursts: string[] = [];
-  const state = { load: options.load };
+  const state = { load: options.load, maxWaitMs: options.maxWaitMs ?? 10_000 };
   const first = new AcceptFirst({
-    maxWaitMs: () => options.maxWaitMs ?? 10_000,
+    maxWaitMs: () => state.maxWaitMs,
     now: () => clock,
     loopLoad: () => state.load,
     release: (ids) => released.push(ids),
@@ -76,6 +76,14 @@ describe('AcceptFirst', () => {
     assert.deepEqual(g.released, [['m9', 'm10', 'm11', 'm13', 'm14']]);
     assert.deepEqual(g.bursts, ['started 0', 'ended 5']);
     assert.equal(g.first.holding, 0);
+  });
+  test('a reload that sets queue.acceptFirst to 0 releases what is held, burst or not', async () => {
+    const g = gate({ load: 0.9 });
+    for (let i = 0; i < 12; i++) g.arrive(`m${i}`);
+    assert.equal(g.first.holding, 3);
+    g.state.maxWaitMs = 0;
+    await waitUntil('the release', () => g.released.length > 0, 2_000);
+    assert.deepEqual(g.released, [['m9', 'm10', 'm11']]);
   });
 });
 
