@@ -17,6 +17,7 @@
 // Needs smtp-sink and smtp-source (Debian's postfix package); no root.
 import fs from 'node:fs';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { cleanupAll, median, which } from './lib/harness.mjs';
 import { latencyRun, smtpSource } from './lib/clients.mjs';
 import { startSink, startSmarthost } from './lib/servers.mjs';
