@@ -48,6 +48,7 @@ export class AcceptFirst {
   private readonly arrivals: number[] = [];
   /** Ids whose first attempt waits for the burst to end. */
   private readonly held = new Set<string>();
+  /** Checks, while a burst lasts, whether it has eased. */
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -58,7 +59,7 @@ export class AcceptFirst {
       loopLoad: LoopLoad;
       /** The burst has eased: these may go now (those still waiting; the rest are skipped). */
       release: (ids: string[]) => void;
-      /** A burst began (the first message held) or ended (`held` messages released). */
+      /** A burst began (its first message held) or ended (`held` messages still held released). */
       onBurst?: (state: 'started' | 'ended', held: number) => void;
     },
   ) {}
@@ -70,10 +71,11 @@ export class AcceptFirst {
   firstAttemptAt(id: string, now: number): number {
     const maxWaitMs = this.options.maxWaitMs();
     if (maxWaitMs <= 0 || !this.inBurst(now, true)) return now;
-    if (this.held.size === 0) this.options.onBurst?.('started', 0);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.check(), WINDOW_MS).unref();
+      this.options.onBurst?.('started', 0);
+    }
     this.held.add(id);
-    this.timer ??= setInterval(() => this.check(), WINDOW_MS);
-    this.timer.unref();
     return now + maxWaitMs;
   }
 
@@ -94,14 +96,13 @@ export class AcceptFirst {
   }
 
   private check(): void {
-    // Still a burst, and still asked for (a reload may have set queue.acceptFirst to 0).
-    const holding = this.held.size > 0 && this.options.maxWaitMs() > 0;
-    if (holding && this.inBurst(this.options.now(), false)) return;
+    // Still a burst, and still asked for (a reload may have set queue.acceptFirst to 0). A
+    // burst longer than maxWaitMs may have nothing left held: its messages went as they aged.
+    if (this.options.maxWaitMs() > 0 && this.inBurst(this.options.now(), false)) return;
     const ids = [...this.held];
     this.stop();
-    if (ids.length === 0) return;
     this.options.onBurst?.('ended', ids.length);
-    this.options.release(ids);
+    if (ids.length > 0) this.options.release(ids);
   }
 
   private inBurst(now: number, arriving: boolean): boolean {

@@ -77,7 +77,7 @@ export class DeliveryQueue extends EventEmitter {
             },
           );
         } else {
-          deps.log.info(`the burst has eased: delivering the ${held} message(s) held`, {
+          deps.log.info(`the burst has eased: delivering the ${held} message(s) still held`, {
             event: 'burst_ended',
             held,
           });

@@ -77,6 +77,18 @@ describe('AcceptFirst', () => {
     assert.deepEqual(g.bursts, ['started 0', 'ended 5']);
     assert.equal(g.first.holding, 0);
   });
+  test('a burst that outlasts the wait: its messages went as they aged, and it ends once', async () => {
+    const g = gate({ load: 0.9 });
+    for (let i = 0; i < 12; i++) g.arrive(`m${i}`);
+    for (const id of ['m9', 'm10', 'm11']) g.first.done(id); // each attempt started at its limit
+    g.arrive('m12');
+    assert.deepEqual(g.bursts, ['started 0'], 'one burst, though nothing was held for a moment');
+    g.state.load = 0.1;
+    await waitUntil('the end of the burst', () => g.bursts.length === 2, 2_000);
+    assert.deepEqual(g.bursts, ['started 0', 'ended 1']);
+    assert.deepEqual(g.released, [['m12']]);
+  });
+
   test('a reload that sets queue.acceptFirst to 0 releases what is held, burst or not', async () => {
     const g = gate({ load: 0.9 });
     for (let i = 0; i < 12; i++) g.arrive(`m${i}`);
