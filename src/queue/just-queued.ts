@@ -1,13 +1,15 @@
 // Messages handed to the queue as they were accepted (the listener's `accepted`, a bounce the
 // queue made), held in memory for their first attempt, usually a few milliseconds later (during
 // a burst, up to queue.acceptFirst: accept-first.ts): their state, and for a small message (up
-// to the spool's KEPT_BODY_MAX, 64 KB) its body, which came with the queued item. The first attempt then neither reads the envelope back, nor checks the
-// body's CRC (this process saw its fsync), nor opens and reads the body file. The files on disk
-// stay the copy that counts; a retry, a restart or a large body reads them.
+// to the spool's KEPT_BODY_MAX, 64 KB) its body, which came with the queued item. The first
+// attempt then neither reads the envelope back, nor checks the body's CRC (this process saw its
+// fsync), nor opens and reads the body file. The files on disk stay the copy that counts; a
+// retry, a restart or a large body reads them.
 //
 // Bounded: past 10,000 messages (about ten seconds of a burst) a new one is not held (its first
-// attempt reads the disk), and past 16 MB of bodies a new body is not kept. Refusing the newest rather than dropping the
-// oldest matches the queue, which takes the oldest first: what is held is what goes next.
+// attempt reads the disk), and past 16 MB of bodies a new body is not kept. Refusing the newest
+// rather than dropping the oldest matches the queue, which takes the oldest first: what is held
+// is what goes next.
 import type { QueuedMessage } from '../spool/spool.js';
 
 const MAX_HELD = 10_000;
