@@ -68,20 +68,14 @@ export class DeliveryQueue extends EventEmitter {
         this.pump();
       },
       onBurst: (state, held) => {
-        if (state === 'started') {
-          const wait = deps.config().queue.acceptFirst / 1000;
-          deps.log.info(
-            `a burst of messages: new ones wait up to ${wait}s for delivery, so that their senders are answered first`,
-            {
-              event: 'burst_started',
-            },
-          );
-        } else {
-          deps.log.info(`the burst has eased: delivering the ${held} message(s) still held`, {
-            event: 'burst_ended',
-            held,
-          });
+        if (state === 'ended') {
+          const message = `the burst has eased: delivering the ${held} message(s) still held`;
+          deps.log.info(message, { event: 'burst_ended', held });
+          return;
         }
+        const wait = deps.config().queue.acceptFirst / 1000;
+        const message = `a burst of messages: new ones wait up to ${wait}s for delivery, so that their senders are answered first`;
+        deps.log.info(message, { event: 'burst_started' });
       },
     });
   }
@@ -112,11 +106,14 @@ export class DeliveryQueue extends EventEmitter {
   enqueue(item: string | QueuedMessage, due = this.now()): void {
     if (this.stopped) return;
     const id = typeof item === 'string' ? item : item.entry.id;
-    if (typeof item === 'string') this.justQueued.drop(id);
-    else this.justQueued.hold(item);
-    // A message just accepted, due now: during a burst, it waits for the burst to ease.
-    const now = this.now();
-    if (typeof item !== 'string' && due <= now) due = this.acceptFirst.firstAttemptAt(id, now);
+    if (typeof item === 'string') {
+      this.justQueued.drop(id);
+    } else {
+      this.justQueued.hold(item);
+      // Just accepted and due now: during a burst, it waits for the burst to ease.
+      const now = this.now();
+      if (due <= now) due = this.acceptFirst.firstAttemptAt(id, now);
+    }
     this.heap.schedule(id, due);
     this.pump();
   }
